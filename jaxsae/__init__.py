@@ -1,0 +1,12 @@
+"""jaxsae: certified optimality for sparse dictionaries and sparse autoencoders.
+
+The whole public API is listed here; the mathematics is in docs/theory.md.
+"""
+
+from .models._dictionary import Dictionary as Dictionary
+from .models._objective import huber as huber, objective as objective, residuals as residuals
+from .solvers._kkt import KKTResidual as KKTResidual, kkt_residual as kkt_residual
+from .solvers._lasso import CodeSolution as CodeSolution, sparse_code as sparse_code
+from .solvers._results import RESULTS as RESULTS
+
+__version__ = "0.1.0"

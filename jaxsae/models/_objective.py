@@ -1,0 +1,47 @@
+"""The joint objective L of THEORY §0 and the Huber function of (W)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._validate import check_data, check_lam, check_rank, as_float_array
+from ._dictionary import Dictionary
+
+
+def residuals(dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"]) -> Float[Array, "N d"]:
+    """Residuals ``r_n = x_n − b − D z_n`` (masked atoms contribute nothing)."""
+    Zm = jnp.where(dictionary.mask, Z, 0)
+    return X - dictionary.bias - Zm @ dictionary.atoms
+
+
+def objective(dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam) -> Float[Array, ""]:
+    """The joint objective (THEORY §0), a per-point mean so λ means the same at every N:
+
+        L(D, Z, b) = (1/N) Σ_n [ ½‖x_n − b − D z_n‖² + λ 1ᵀ z_n ].
+
+    Args:
+        dictionary: the dictionary ``(D, b)``; masked atoms are treated as absent.
+        X: data, ``(N, d)``.
+        Z: codes, ``(N, K)`` (the objective does not check ``Z ≥ 0``).
+        lam: λ > 0, a scalar.
+
+    Returns:
+        The scalar ``L``.
+    """
+    X = check_data(X, dictionary.n_features, dictionary.dtype)
+    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
+    check_rank(Z, 2, "Z", "(N, K)")
+    if Z.shape != (X.shape[0], dictionary.n_atoms):
+        raise ValueError(
+            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
+        )
+    lam = check_lam(lam, dictionary.dtype)
+    R = residuals(dictionary, X, Z)
+    l1 = jnp.sum(jnp.where(dictionary.mask, Z, 0), axis=1)
+    return jnp.mean(0.5 * jnp.sum(R * R, axis=1) + lam * l1)
+
+
+def huber(t: Float[Array, "..."], lam) -> Float[Array, "..."]:
+    """The Huber function of (W): ``h_λ(t) = ½t²`` for ``t ≤ λ``, ``λt − ½λ²`` above."""
+    return jnp.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)
