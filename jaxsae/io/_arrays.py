@@ -1,0 +1,65 @@
+"""Loading user arrays (``.npy`` memory-mapped, ``.safetensors``) safely.
+
+Pickles are never loaded (``allow_pickle=False``): a file that needs them is
+refused with a message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = True) -> np.ndarray:
+    """Load a 2-d data array from ``.npy`` (memory-mapped by default) or ``.safetensors``.
+
+    Args:
+        path: the file.
+        key: tensor name inside a ``.safetensors`` file (default: its only tensor).
+        mmap: memory-map ``.npy`` files instead of reading them into memory.
+
+    Raises:
+        ValueError: missing, damaged, pickled or foreign files, with what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"data file {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except ValueError as err:
+            if "pickle" in str(err).lower():
+                raise ValueError(
+                    f"{path} holds a pickled object array; jaxsae never loads pickles. "
+                    "Save a numeric array with np.save(path, X.astype(np.float32))."
+                ) from err
+            raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from err
+        except Exception as err:
+            raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from err
+        return arr
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable safetensors file ({err}). Is it truncated?") from err
+        if key is None:
+            if len(tensors) != 1:
+                raise ValueError(
+                    f"{path} holds tensors {sorted(tensors)}; say which one with key=... (CLI: --key)."
+                )
+            key = next(iter(tensors))
+        if key not in tensors:
+            raise ValueError(f"{path} has no tensor {key!r}; it holds {sorted(tensors)}.")
+        return tensors[key]
+    if suffix in (".pkl", ".pickle", ".pt", ".pth"):
+        raise ValueError(
+            f"{path}: jaxsae never loads pickles (they can run arbitrary code). "
+            "Convert the array to .npy or .safetensors first."
+        )
+    raise ValueError(f"{path}: unsupported data format {suffix!r}; use .npy or .safetensors.")
