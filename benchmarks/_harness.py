@@ -42,7 +42,12 @@ def write_result(name: str, payload: dict) -> Path:
     """Write ``benchmarks/results/<name>.json`` atomically and return the path."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    payload = {"benchmark": name, "machine": machine(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **payload}
+    payload = {
+        "benchmark": name,
+        "machine": machine(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **payload,
+    }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     os.replace(tmp, path)

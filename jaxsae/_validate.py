@@ -25,7 +25,9 @@ def as_float_array(x, name: str, *, dtype=None) -> jax.Array:
         try:
             arr = np.asarray(x)
         except Exception as err:  # pragma: no cover - exotic inputs
-            raise ValueError(f"{name} must be an array of numbers, got {type(x).__name__}.") from err
+            raise ValueError(
+                f"{name} must be an array of numbers, got {type(x).__name__}."
+            ) from err
     kind = np.dtype(arr.dtype).kind
     if kind not in "fiub":
         raise ValueError(
@@ -50,7 +52,9 @@ def check_finite(x: jax.Array, name: str, fix: str = "") -> None:
         bad = int((~finite).sum())
         where = np.argwhere(~finite)[0].tolist()
         hint = fix or "Remove or impute those entries (e.g. X = X[np.isfinite(X).all(axis=1)])."
-        raise ValueError(f"{name} has {bad} non-finite value(s) (NaN/Inf), first at index {where}. {hint}")
+        raise ValueError(
+            f"{name} has {bad} non-finite value(s) (NaN/Inf), first at index {where}. {hint}"
+        )
 
 
 def check_rank(x: jax.Array, rank: int, name: str, shape_doc: str) -> None:

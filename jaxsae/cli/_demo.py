@@ -13,7 +13,9 @@ EPILOG = """examples:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--quick", action="store_true", help="small sizes, finishes in well under a minute")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, finishes in well under a minute"
+    )
     p.add_argument("--out", default="demo-report", help="report folder (default: demo-report)")
     p.add_argument("--seed", type=int, default=0, help="random seed")
 
@@ -35,7 +37,9 @@ def run(args) -> int:
         Z[n, rng.choice(K, k, replace=False)] = rng.uniform(0.5, 1.5, k)
     X = Z @ atoms + 0.05 * rng.standard_normal((N, d))
     D = jaxsae.Dictionary(jnp.asarray(atoms))
-    print(f"Built-in problem: N={N} points in d={d}, K={K} random unit atoms, {k} active per point, λ={lam}")
+    print(
+        f"Built-in problem: N={N} points in d={d}, K={K} random unit atoms, {k} active per point, λ={lam}"
+    )
     t0 = time.perf_counter()
     sol = jaxsae.sparse_code(D, jnp.asarray(X), lam)
     jax.block_until_ready(sol.codes)
@@ -59,5 +63,7 @@ def run(args) -> int:
         print(f"{name:<{width}}  {value}")
     print("-" * (width + 16))
     verdict = "certified optimal codes" if bool(sol.converged.all()) else "NOT all points certified"
-    print(f"verdict: {verdict} (relative gap tolerance {1e-12 if X.dtype == np.float64 else 1e-5:g})")
+    print(
+        f"verdict: {verdict} (relative gap tolerance {1e-12 if X.dtype == np.float64 else 1e-5:g})"
+    )
     return 0

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `jaxsae COMMAND --help` for a command's options and examples.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("--float32", action="store_true", help="compute in float32 (default: float64)")
+    parser.add_argument(
+        "--float32", action="store_true", help="compute in float32 (default: float64)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         p = sub.add_parser(

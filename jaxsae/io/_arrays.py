@@ -28,18 +28,16 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
         raise ValueError(f"data file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix == ".npy":
+        dtype = _npy_dtype(path)
+        if dtype.hasobject:
+            raise ValueError(
+                f"{path} holds a pickled object array; jaxsae never loads pickles. "
+                "Save a numeric array with np.save(path, X.astype(np.float32))."
+            )
         try:
-            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-        except ValueError as err:
-            if "pickle" in str(err).lower():
-                raise ValueError(
-                    f"{path} holds a pickled object array; jaxsae never loads pickles. "
-                    "Save a numeric array with np.save(path, X.astype(np.float32))."
-                ) from err
-            raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from err
+            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as err:
             raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from err
-        return arr
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -47,7 +45,9 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
         try:
             tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file ({err}). Is it truncated?") from err
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({err}). Is it truncated?"
+            ) from err
         if key is None:
             if len(tensors) != 1:
                 raise ValueError(
@@ -63,3 +63,16 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
             "Convert the array to .npy or .safetensors first."
         )
     raise ValueError(f"{path}: unsupported data format {suffix!r}; use .npy or .safetensors.")
+
+
+def _npy_dtype(path: Path) -> np.dtype:
+    """Read only the header of an ``.npy`` file (never its payload)."""
+    fmt = np.lib.format
+    with open(path, "rb") as fh:
+        try:
+            version = fmt.read_magic(fh)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            _, _, dtype = reader(fh)
+        except Exception as err:
+            raise ValueError(f"{path} is not a valid .npy file ({err}).") from err
+    return dtype

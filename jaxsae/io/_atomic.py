@@ -21,7 +21,9 @@ def _check_writable(path: Path) -> None:
     if not folder.exists():
         raise ValueError(f"cannot write {path}: folder {folder} does not exist. Create it first.")
     if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write {path}: folder {folder} is not writable. Choose another path.")
+        raise ValueError(
+            f"cannot write {path}: folder {folder} is not writable. Choose another path."
+        )
 
 
 @contextlib.contextmanager
@@ -50,7 +52,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb") -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[object], None], mode: str = "wb"
+) -> None:
     """Write ``path`` atomically: ``write(fh)`` fills an open temporary file."""
     with atomic_path(path) as tmp, open(tmp, mode) as fh:
         write(fh)

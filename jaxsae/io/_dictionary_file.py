@@ -49,10 +49,18 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
             names = set(fh.keys())
             tensors = {k: fh.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{path} is not a readable safetensors file ({err}). Is it truncated?") from err
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({err}). Is it truncated?"
+        ) from err
     if meta.get("format") != FORMAT:
-        hint = " It looks like a SAELens SAE: use --sae DIR / jaxsae.load_sae." if "W_dec" in names else ""
-        raise ValueError(f"{path} is not a jaxsae dictionary file (format={meta.get('format')!r}).{hint}")
+        hint = (
+            " It looks like a SAELens SAE: use --sae DIR / jaxsae.load_sae."
+            if "W_dec" in names
+            else ""
+        )
+        raise ValueError(
+            f"{path} is not a jaxsae dictionary file (format={meta.get('format')!r}).{hint}"
+        )
     if not {"atoms", "bias", "mask"} <= names:
         raise ValueError(f"{path} is missing tensors {sorted({'atoms', 'bias', 'mask'} - names)}.")
     return Dictionary(

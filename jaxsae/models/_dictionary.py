@@ -42,12 +42,16 @@ class Dictionary(eqx.Module):
     mask: Bool[Array, " K"]
     free_bias: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, atoms, bias=None, mask=None, *, free_bias: bool = False, normalize: bool = True):
+    def __init__(
+        self, atoms, bias=None, mask=None, *, free_bias: bool = False, normalize: bool = True
+    ):
         atoms = as_float_array(atoms, "atoms")
         check_rank(atoms, 2, "atoms", "(K, d): one atom per row")
         K, d = atoms.shape
         if K == 0 or d == 0:
-            raise ValueError(f"atoms must have at least one atom and one feature, got shape {(K, d)}.")
+            raise ValueError(
+                f"atoms must have at least one atom and one feature, got shape {(K, d)}."
+            )
         check_finite(atoms, "atoms", "Dictionary atoms must be finite numbers.")
         norms = jnp.linalg.norm(atoms, axis=1)
         if is_concrete(norms):
@@ -65,7 +69,8 @@ class Dictionary(eqx.Module):
                     f"(norms {n[off[:3]].round(6).tolist()}). Pass normalize=True to rescale them, "
                     "or fold the norms into the codes first (see jaxsae.sae_dictionary)."
                 )
-        atoms = atoms / norms[:, None]
+        if normalize:
+            atoms = atoms / norms[:, None]
         if bias is None:
             bias = jnp.zeros((d,), atoms.dtype)
         else:
@@ -80,9 +85,13 @@ class Dictionary(eqx.Module):
         else:
             mask = jnp.asarray(mask)
             if mask.shape != (K,):
-                raise ValueError(f"mask must have shape ({K},) (one flag per atom), got {tuple(mask.shape)}.")
+                raise ValueError(
+                    f"mask must have shape ({K},) (one flag per atom), got {tuple(mask.shape)}."
+                )
             if mask.dtype != jnp.bool_:
-                raise ValueError(f"mask must be boolean, got dtype {mask.dtype}. Use mask.astype(bool).")
+                raise ValueError(
+                    f"mask must be boolean, got dtype {mask.dtype}. Use mask.astype(bool)."
+                )
         self.atoms = atoms
         self.bias = bias
         self.mask = mask

@@ -5,17 +5,21 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._validate import check_data, check_lam, check_rank, as_float_array
+from .._validate import as_float_array, check_data, check_lam, check_rank
 from ._dictionary import Dictionary
 
 
-def residuals(dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"]) -> Float[Array, "N d"]:
+def residuals(
+    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"]
+) -> Float[Array, "N d"]:
     """Residuals ``r_n = x_n − b − D z_n`` (masked atoms contribute nothing)."""
     Zm = jnp.where(dictionary.mask, Z, 0)
     return X - dictionary.bias - Zm @ dictionary.atoms
 
 
-def objective(dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam) -> Float[Array, ""]:
+def objective(
+    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam
+) -> Float[Array, ""]:
     """The joint objective (THEORY §0), a per-point mean so λ means the same at every N:
 
         L(D, Z, b) = (1/N) Σ_n [ ½‖x_n − b − D z_n‖² + λ 1ᵀ z_n ].
