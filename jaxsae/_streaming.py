@@ -1,0 +1,148 @@
+"""Streaming reductions over data that may not fit in memory, on one or many devices.
+
+Everything in jaxsae that reduces over points (certificates, the Hessian
+operator, full-batch learning, metrics) is a sum of per-point terms. This module
+feeds such sums from an in-memory array, a ``numpy.memmap`` or an iterable of
+chunks, one fixed-size chunk at a time (the last one padded and masked, so the
+per-chunk function compiles once), so peak memory is bounded by the chunk size,
+not by N. When several devices are present the chunk's point axis is sharded
+over a 1-d ``jax.sharding.Mesh`` (axis ``"data"``) and XLA inserts the
+reductions; no communication is written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DEFAULT_CHUNK = 8192
+
+
+def data_mesh(devices=None) -> Mesh | None:
+    """A 1-d mesh over ``devices`` (default: all) with axis ``"data"``; None for one device."""
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) <= 1:
+        return None
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def is_streamable(X) -> bool:
+    """True for inputs that should be streamed rather than moved to the device whole."""
+    return isinstance(X, np.memmap) or (not hasattr(X, "shape") and isinstance(X, Iterable))
+
+
+def iter_chunks(
+    X, chunk_size: int, n_features: int | None = None
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(chunk, n_valid)`` with ``chunk`` of shape ``(chunk_size, d)``.
+
+    ``X`` is an array / memmap ``(N, d)`` or an iterable of ``(n_i, d)`` arrays
+    (re-chunked to ``chunk_size``). The last chunk is zero-padded; ``n_valid``
+    says how many rows are real.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    pieces = (
+        (X[i : i + chunk_size] for i in range(0, X.shape[0], chunk_size))
+        if hasattr(X, "shape")
+        else X
+    )
+    buffer: list[np.ndarray] = []
+    filled = 0
+    for piece in pieces:
+        piece = np.asarray(piece)
+        if piece.ndim != 2 or (n_features is not None and piece.shape[1] != n_features):
+            raise ValueError(
+                f"data chunks must have shape (n, {n_features if n_features is not None else 'd'}), "
+                f"got {piece.shape}."
+            )
+        while piece.shape[0]:
+            take = min(chunk_size - filled, piece.shape[0])
+            buffer.append(piece[:take])
+            piece = piece[take:]
+            filled += take
+            if filled == chunk_size:
+                yield np.concatenate(buffer), chunk_size
+                buffer, filled = [], 0
+    if filled:
+        chunk = np.concatenate(buffer)
+        pad = np.zeros((chunk_size - filled, chunk.shape[1]), chunk.dtype)
+        yield np.concatenate([chunk, pad]), filled
+
+
+def stream_sum(
+    fn: Callable,
+    X,
+    chunk_size: int = DEFAULT_CHUNK,
+    *,
+    args: tuple = (),
+    dtype=None,
+    mesh: Mesh | None | bool = None,
+    progress: bool = False,
+    desc: str = "streaming",
+):
+    """``Σ_chunks fn(X_chunk, valid, *args)`` accumulated as a pytree.
+
+    Args:
+        fn: a function of ``(Xc (chunk_size, d), valid (chunk_size,) bool, *args)``
+            returning a pytree of arrays that are *sums over the chunk's valid points*.
+            It is jitted once (fixed chunk shape).
+        X: an array, ``numpy.memmap`` or iterable of chunks.
+        chunk_size: points per chunk (rounded up to a multiple of the device count).
+        args: further (device) arguments, replicated.
+        dtype: cast chunks to this dtype (default: the dtype of ``args[0]`` leaves or X's).
+        mesh: a 1-d ``"data"`` mesh to shard chunks over (default ``None``: all devices
+            when there are several; ``False``: the default device only).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The accumulated pytree and the number of points seen.
+    """
+    mesh = data_mesh() if mesh is None else (None if mesh is False else mesh)
+    n_dev = 1 if mesh is None else mesh.devices.size
+    chunk_size = -(-chunk_size // n_dev) * n_dev
+    jitted = _jitted(fn)
+    total, count = None, 0
+    n_total = X.shape[0] if hasattr(X, "shape") else None
+    bar = _progress(progress, n_total, desc)
+    for chunk, n_valid in iter_chunks(X, chunk_size):
+        if dtype is not None:
+            chunk = chunk.astype(dtype, copy=False)
+        valid = np.arange(chunk_size) < n_valid
+        if mesh is None:
+            Xc, vc = jnp.asarray(chunk), jnp.asarray(valid)
+        else:
+            Xc = jax.device_put(chunk, NamedSharding(mesh, P("data", None)))
+            vc = jax.device_put(valid, NamedSharding(mesh, P("data")))
+        part = jitted(Xc, vc, *args)
+        total = part if total is None else jax.tree.map(jnp.add, total, part)
+        count += n_valid
+        if bar is not None:
+            bar.update(n_valid)
+    if bar is not None:
+        bar.close()
+    if total is None:
+        raise ValueError("the data is empty (0 points). Pass at least one data point.")
+    return total, count
+
+
+_JIT_CACHE: dict = {}
+
+
+def _jitted(fn):
+    # One compiled function per Python function object, so repeated streams reuse it.
+    if fn not in _JIT_CACHE:
+        _JIT_CACHE[fn] = jax.jit(fn)
+    return _JIT_CACHE[fn]
+
+
+def _progress(enabled: bool, total, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=False)
