@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _demo
+from . import _data, _demo
 
 # Subcommands, in the order `jaxsae --help` lists them.
-COMMANDS = [_demo]
+COMMANDS = [_demo, _data]
 
 
 class UserError(ValueError):

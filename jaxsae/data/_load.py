@@ -1,0 +1,45 @@
+"""Load representations from disk: harvested activations, patches or any user array."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..io._arrays import load_array
+
+
+def load_representations(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
+    """A 2-d data array ``X`` (N, d), rows are points (THEORY §0), memory-mapped for ``.npy``.
+
+    Reads ``.npy`` (memory-mapped, never pickles) or ``.safetensors`` (``key``
+    names the tensor when there are several), as written by
+    :func:`harvest_activations`, ``jaxsae data patches`` or the user.
+
+    Raises:
+        ValueError: missing or damaged file, or an array that is not (N, d) real numbers.
+    """
+    X = load_array(path, key=key)
+    if X.ndim != 2:
+        raise ValueError(
+            f"{path} holds an array of shape {tuple(X.shape)}; representations must be 2-d "
+            "(N points, d features). Reshape it, e.g. X.reshape(-1, X.shape[-1])."
+        )
+    if np.dtype(X.dtype).kind not in "fiu":
+        raise ValueError(f"{path} holds dtype {X.dtype}; save real numbers (float32 or float64).")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{path} holds an empty array of shape {tuple(X.shape)}.")
+    return X
+
+
+def representation_info(path: str | os.PathLike) -> dict | None:
+    """The JSON sidecar next to a data file (``acts.npy`` → ``acts.json``), or None."""
+    sidecar = Path(path).with_suffix(".json")
+    if not sidecar.exists():
+        return None
+    try:
+        return json.loads(sidecar.read_text())
+    except ValueError as err:
+        raise ValueError(f"{sidecar} is not valid JSON ({err}); delete or fix it.") from err
