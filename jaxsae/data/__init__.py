@@ -12,4 +12,8 @@ from ._load import (
     representation_info as representation_info,
 )
 from ._minilm import load_minilm as load_minilm, load_minilm_tokenizer as load_minilm_tokenizer
-from ._patches import image_patches as image_patches, sample_images_gray as sample_images_gray
+from ._patches import (
+    image_patches as image_patches,
+    patch_positions as patch_positions,
+    sample_images_gray as sample_images_gray,
+)

@@ -49,14 +49,41 @@ def sample_images_gray() -> list[np.ndarray]:
     return images
 
 
+def patch_positions(
+    n_patches: int, *, patch_size: int = 8, key: jax.Array
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct random patch positions ``(image, row, col)`` (top-left corners), as used by
+    :func:`image_patches` with the same arguments.
+
+    Drawn without replacement, uniformly over every ``patch_size × patch_size``
+    position of both images (in the order of ``sample_images_gray()``).
+    """
+    p = int(patch_size)
+    shapes = [im.shape for im in sample_images_gray()]
+    if not 2 <= p <= min(min(shape) for shape in shapes):
+        raise ValueError(f"patch_size must be between 2 and the image size, got {patch_size}.")
+    grids = [(h - p + 1, w - p + 1) for h, w in shapes]
+    total = sum(h * w for h, w in grids)
+    if not 1 <= n_patches <= total:
+        raise ValueError(f"n_patches must be in 1..{total} for {p}×{p} patches, got {n_patches}.")
+    # A NumPy generator seeded by the key's bits: the same patches with or without x64.
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    flat = rng.choice(total, int(n_patches), replace=False)
+    offsets = np.cumsum([0] + [h * w for h, w in grids])
+    image = np.searchsorted(offsets, flat, side="right") - 1
+    widths = np.array([w for _, w in grids])
+    row, col = np.divmod(flat - offsets[image], widths[image])
+    return image, row, col
+
+
 def image_patches(
     n_patches: int = 10_000, *, patch_size: int = 8, key: jax.Array, dtype=np.float32
 ) -> np.ndarray:
     """``n_patches`` distinct random ``patch_size × patch_size`` patches, flattened row-major.
 
-    Positions are drawn without replacement, uniformly over every patch
-    position of both images. Each patch has zero mean; the set is scaled so
-    that ``mean_n ‖x_n‖ = 1``. Rows are data points ``x_n`` (THEORY §0).
+    Positions come from :func:`patch_positions`. Each patch has zero mean; the
+    set is scaled so that ``mean_n ‖x_n‖ = 1``. Rows are data points ``x_n``
+    (THEORY §0).
 
     Args:
         n_patches: how many patches (at most the number of positions, ~5.4e5 for 8×8).
@@ -71,25 +98,12 @@ def image_patches(
         >>> X = jaxsae.data.image_patches(20_000, key=jax.random.key(0))   # (20000, 64)
     """
     p = int(patch_size)
-    images = sample_images_gray()
-    if not 2 <= p <= min(min(im.shape) for im in images):
-        raise ValueError(f"patch_size must be between 2 and the image size, got {patch_size}.")
-    grids = [(im.shape[0] - p + 1, im.shape[1] - p + 1) for im in images]
-    total = sum(h * w for h, w in grids)
-    if not 1 <= n_patches <= total:
-        raise ValueError(f"n_patches must be in 1..{total} for {p}×{p} patches, got {n_patches}.")
-    # A NumPy generator seeded by the key's bits: same patches with or without x64.
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
-    flat = rng.choice(total, int(n_patches), replace=False)
-    offsets = np.cumsum([0] + [h * w for h, w in grids])
-    which = np.searchsorted(offsets, flat, side="right") - 1
-    out = np.empty((len(flat), p * p))
+    image, row, col = patch_positions(n_patches, patch_size=p, key=key)
     di, dj = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    for k, (image, (_, w)) in enumerate(zip(images, grids)):
-        sel = which == k
-        local = flat[sel] - offsets[k]
-        i, j = np.divmod(local, w)
-        out[sel] = image[i[:, None, None] + di, j[:, None, None] + dj].reshape(-1, p * p)
+    out = np.empty((len(image), p * p))
+    for k, gray in enumerate(sample_images_gray()):
+        sel = image == k
+        out[sel] = gray[row[sel, None, None] + di, col[sel, None, None] + dj].reshape(-1, p * p)
     out -= out.mean(axis=1, keepdims=True)
     out /= np.linalg.norm(out, axis=1).mean()
     return out.astype(dtype)
