@@ -1,0 +1,242 @@
+"""``learn_dictionary``: the joint problem of THEORY §0 solved to a stated first-order tolerance."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._validate import as_float_array, check_data, check_lam, check_rank
+from ..models._dictionary import Dictionary
+from ..solvers._lasso import default_tol
+from . import _dl_driver
+from ._dl_manifold import stack
+from ._dl_policy import AbstractDeadAtomPolicy, ReseedDead
+from ._dl_steps import init_state
+
+
+class LearningResult(eqx.Enumeration):
+    """Outcome of ``learn_dictionary`` (``throw=True`` turns failures into errors)."""
+
+    successful = ""
+    max_steps_reached = (
+        "learn_dictionary stopped at max_steps before the first-order tolerance was met. "
+        "Raise max_steps or loosen tol; history.grad_norm shows the progress."
+    )
+    stalled = (
+        "The line search could not decrease F any further (F is flat to rounding) before "
+        "the tolerance was met. Use float64, or loosen tol."
+    )
+
+
+class DictionaryHistory(eqx.Module):
+    """Per-iteration record of ``learn_dictionary``.
+
+    Attributes:
+        objective: ``(T,)`` the objective L at each iterate (THEORY §0, per-point mean).
+        grad_norm: ``(T,)`` ``max_k`` Riemannian gradient norm of F (atoms and bias rows).
+        alignment: ``(T,)`` ``max_k ‖d_k − c_k/(λ‖z_k‖₁)‖``, the error in (A).
+        time: ``(T,)`` seconds since the start (compilation included).
+        phase: ``(T,)`` 0 = alternating warm-up, 1 = Riemannian L-BFGS polishing.
+        codes: ``(N, K)`` the certified codes at the returned dictionary.
+        converged: whether both first-order measures met ``tol``.
+        result: a ``LearningResult``.
+    """
+
+    objective: Float[Array, " T"]
+    grad_norm: Float[Array, " T"]
+    alignment: Float[Array, " T"]
+    time: Float[Array, " T"]
+    phase: Array
+    codes: Float[Array, "N K"]
+    converged: Array
+    result: LearningResult
+
+
+def default_learning_tol(dtype) -> float:
+    """First-order tolerance by dtype: 1e-10 (float64), 1e-4 (float32)."""
+    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-4
+
+
+def data_init(X, n_atoms: int, *, key, bias=None):
+    """``n_atoms`` distinct random data points (centred by ``bias``), normalised."""
+    Y = X if bias is None else X - bias
+    N = Y.shape[0]
+    idx = jax.random.choice(key, N, (n_atoms,), replace=n_atoms > N)
+    rows = Y[idx]
+    if n_atoms > N:
+        rows = rows + 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
+    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
+    fallback = jnp.zeros_like(rows).at[:, 0].set(1)
+    return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)
+
+
+def make_config(dtype, *, max_steps, warm_steps, tol, memory, dead_atoms, bias, code_tol):
+    if max_steps < 0 or warm_steps < 0:
+        raise ValueError(f"max_steps and warm_steps must be ≥ 0, got {max_steps}, {warm_steps}.")
+    if memory < 1:
+        raise ValueError(f"memory (L-BFGS pairs) must be ≥ 1, got {memory}.")
+    if dead_atoms is None:
+        dead_atoms = ReseedDead()
+    if not isinstance(dead_atoms, AbstractDeadAtomPolicy):
+        raise ValueError(
+            f"dead_atoms must be a policy object such as jaxsae.ReseedDead() or jaxsae.KeepDead(), "
+            f"got {type(dead_atoms).__name__}."
+        )
+    tol = default_learning_tol(dtype) if tol is None else float(tol)
+    if not tol > 0:
+        raise ValueError(f"tol must be > 0, got {tol}.")
+    f64 = jnp.dtype(dtype) == jnp.float64
+    return {
+        "max_steps": int(max_steps),
+        "warm_steps": int(warm_steps),
+        "tol": tol,
+        "memory": int(memory),
+        "policy": dead_atoms,
+        "free_bias": bool(bias),
+        "code_tol": (1e-14 if f64 else default_tol(dtype)) if code_tol is None else float(code_tol),
+        "warm_code_tol": 1e-6 if f64 else 1e-4,
+        "max_code_steps": 200,
+        "max_backtracks": 30,
+    }
+
+
+def learn_dictionary(
+    X: Float[Array, "N d"],
+    n_atoms: int,
+    lam,
+    *,
+    key,
+    init: str | Dictionary = "data",
+    max_steps: int = 1000,
+    warm_steps: int = 20,
+    tol: float | None = None,
+    bias: bool = False,
+    memory: int = 10,
+    dead_atoms: AbstractDeadAtomPolicy | None = None,
+    code_tol: float | None = None,
+    progress: bool = False,
+    throw: bool = False,
+) -> tuple[Dictionary, DictionaryHistory]:
+    """Learn a dictionary solving the joint problem of THEORY §0 to a first-order tolerance.
+
+        min_{D ∈ Ob(d,K), b, Z ≥ 0} (1/N) Σ_n [ ½‖x_n − b − D z_n‖² + λ 1ᵀ z_n ]
+
+    Two phases. (1) ``warm_steps`` of alternating minimisation: certified codes
+    (``sparse_code``, warm-started, loose tolerance), then an exact block pass
+    over the atoms, then the dead-atom policy. (2) Riemannian L-BFGS on the
+    reduced objective ``F(D, b) = min_Z L`` over the product of spheres (and
+    ``R^d`` for a free bias): envelope gradient ``∇_D F = −(1/N) Σ_n r_n z_nᵀ``
+    (THEORY §4) with warm-started certified codes, projection onto each atom's
+    tangent space, row renormalisation as the retraction, and an Armijo search
+    tolerant to the rounding of F. L-BFGS was chosen over alternating
+    minimisation because the latter converges linearly with a rate near one
+    (about 4000 outer steps to reach (A) at 1e-14 on d=8, K=6, N=400), while
+    L-BFGS on F reaches the same point in tens of steps; Newton-CG needs a
+    batch of small active-set solves per Hessian-vector product, which is
+    slower on CPU.
+
+    It stops when both first-order measures are at most ``tol``: the largest
+    Riemannian gradient norm ``‖(I − d_k d_kᵀ)∇_k F‖`` (and the bias gradient
+    when ``bias=True``), and the largest alignment error of (A),
+    ``‖d_k − c_k/(λ‖z_k‖₁)‖`` with ``c_k = Σ_n z_kn r_n`` over used atoms.
+
+    Args:
+        X: data ``(N, d)``; float32 or float64 (the computation uses its dtype).
+        n_atoms: K.
+        lam: λ > 0 (scalar; an array is fine).
+        key: PRNG key for the ``"data"`` initialisation.
+        init: ``"data"`` (K random data points, normalised) or a ``Dictionary``
+            with K atoms, whose mask is kept: masked atoms stay masked with zero
+            codes, so a width ``k < K`` is a mask (how ``sweep`` batches widths).
+        max_steps: maximum L-BFGS steps (phase 2).
+        warm_steps: alternating steps (phase 1).
+        tol: first-order tolerance; default 1e-10 (float64), 1e-4 (float32).
+        bias: learn a free decoder bias ``b`` (initialised at the data mean).
+        memory: L-BFGS memory (pairs).
+        dead_atoms: policy for atoms that never fire, applied in phase 1
+            (default ``ReseedDead()``: move them onto high-residual points; or
+            ``KeepDead()``).
+        code_tol: relative duality-gap tolerance of the codes in phase 2 (default
+            1e-14 in float64, so the codes are exact on their support and (A)
+            can be checked to ~1e-12; 1e-5 in float32).
+        progress: show a tqdm progress bar.
+        throw: raise if the tolerance was not met.
+
+    Returns:
+        ``(dictionary, history)``: the learned ``Dictionary`` and a
+        ``DictionaryHistory`` (objective, gradient norm, alignment error and time
+        per iteration, the final certified codes and a result code).
+
+    Example:
+        >>> D, hist = jaxsae.learn_dictionary(X, 16, 0.1, key=jax.random.key(0))
+        >>> float(hist.grad_norm[-1]), float(hist.alignment[-1])   # ≤ 1e-10 in float64
+    """
+    X = as_float_array(X, "X")
+    check_rank(X, 2, "X", "(N, d): one data point per row")
+    X = check_data(X, X.shape[1], X.dtype)
+    dtype = X.dtype
+    lam = check_lam(lam, dtype)
+    cfg = make_config(
+        dtype,
+        max_steps=max_steps,
+        warm_steps=warm_steps,
+        tol=tol,
+        memory=memory,
+        dead_atoms=dead_atoms,
+        bias=bias,
+        code_tol=code_tol,
+    )
+    P, mask = initial_point(X, n_atoms, init, bias, key=key)
+    state = init_state(P, X, cfg["memory"])
+    state, hist = _dl_driver.run(state, X, lam, mask, cfg=cfg, batched=False, progress=progress)
+    return finish(state, hist, mask, bias, throw)
+
+
+def initial_point(X, n_atoms, init, bias: bool, *, key):
+    """``(P, mask)`` from ``init`` (``"data"`` or a ``Dictionary``)."""
+    d = X.shape[1]
+    if isinstance(init, Dictionary):
+        if init.n_atoms != n_atoms or init.n_features != d:
+            raise ValueError(
+                f"init has {init.n_atoms} atoms of dimension {init.n_features}, but n_atoms={n_atoms} "
+                f"and X has {d} features. Pass a matching Dictionary or init='data'."
+            )
+        init = init.astype(X.dtype)
+        b = init.bias if bias else jnp.zeros((d,), X.dtype)
+        return stack(init.atoms, b), init.mask
+    if not (isinstance(init, str) and init == "data"):
+        raise ValueError(f"init must be 'data' or a jaxsae.Dictionary, got {init!r}.")
+    if int(n_atoms) < 1:
+        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms}.")
+    b = jnp.mean(X, axis=0) if bias else jnp.zeros((d,), X.dtype)
+    atoms = data_init(X, int(n_atoms), key=key, bias=b)
+    return stack(atoms, b), jnp.ones((int(n_atoms),), bool)
+
+
+def finish(state, hist, mask, bias: bool, throw: bool):
+    converged = state.done & ~state.stalled
+    result = LearningResult.where(
+        converged,
+        LearningResult.successful,
+        LearningResult.where(
+            state.stalled, LearningResult.stalled, LearningResult.max_steps_reached
+        ),
+    )
+    D = Dictionary(state.P[:-1], state.P[-1], mask, free_bias=bias)
+    history = DictionaryHistory(
+        objective=jnp.asarray(hist["objective"]),
+        grad_norm=jnp.asarray(hist["grad_norm"]),
+        alignment=jnp.asarray(hist["alignment"]),
+        time=jnp.asarray(hist["time"]),
+        phase=jnp.asarray(hist["phase"]),
+        codes=jnp.where(mask, state.codes, 0),
+        converged=converged,
+        result=result,
+    )
+    if throw:
+        D = eqx.tree_at(
+            lambda D: D.atoms, D, result.error_if(D.atoms, result != LearningResult.successful)
+        )
+    return D, history

@@ -1,0 +1,109 @@
+"""The host-side loop shared by ``learn_dictionary`` and ``sweep``.
+
+The steps are compiled once (single run, or ``vmap`` over a leading runs axis);
+the Python loop only fetches a few scalars per step for the history, the
+progress bar and the stopping test. Finished runs are frozen inside the steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._dl_steps import alternating_step, lbfgs_step, start_polish
+
+# Trace counters (incremented at trace time only): tests use them to check that a
+# sweep compiles each step once.
+TRACES = {"alternating": 0, "start": 0, "lbfgs": 0}
+
+
+def _count(name):
+    TRACES[name] += 1
+
+
+@eqx.filter_jit
+def _alternating(state, X, lam, mask, policy, free_bias, code_tol, max_code_steps, batched):
+    _count("alternating")
+    f = lambda s, lm, m: alternating_step(s, X, lm, m, policy, free_bias, code_tol, max_code_steps)
+    return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
+
+
+@eqx.filter_jit
+def _start(state, X, lam, mask, free_bias, code_tol, max_code_steps, batched):
+    _count("start")
+    f = lambda s, lm, m: start_polish(s, X, lm, m, free_bias, code_tol, max_code_steps)
+    return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
+
+
+@eqx.filter_jit
+def _lbfgs(state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_backtracks, batched):
+    _count("lbfgs")
+    f = lambda s, lm, m: lbfgs_step(
+        s, X, lm, m, tol, free_bias, code_tol, max_code_steps, max_backtracks
+    )
+    return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
+
+
+def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
+    """Run both phases; returns ``(state, history dict of numpy arrays)``."""
+    from tqdm.auto import tqdm
+
+    hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
+    t0 = time.perf_counter()
+
+    def record(state, phase):
+        v, g, a = jax.device_get((state.value, state.grad_norm, state.align))
+        hist["objective"].append(v)
+        hist["grad_norm"].append(g)
+        hist["alignment"].append(a)
+        hist["time"].append(time.perf_counter() - t0)
+        hist["phase"].append(phase)
+        return v, g
+
+    bar = tqdm(
+        total=cfg["warm_steps"] + cfg["max_steps"],
+        disable=not progress,
+        desc="learn_dictionary",
+        leave=False,
+    )
+    common = (cfg["free_bias"],)
+    for _ in range(cfg["warm_steps"]):
+        state = _alternating(
+            state,
+            X,
+            lam,
+            mask,
+            cfg["policy"],
+            *common,
+            cfg["warm_code_tol"],
+            cfg["max_code_steps"],
+            batched,
+        )
+        v, g = record(state, 0)
+        bar.update(1)
+        bar.set_postfix(F=f"{np.max(v):.6g}", phase="alternating")
+    state = _start(state, X, lam, mask, *common, cfg["code_tol"], cfg["max_code_steps"], batched)
+    record(state, 1)
+    for _ in range(cfg["max_steps"]):
+        if bool(np.all(jax.device_get(state.done))):
+            break
+        state = _lbfgs(
+            state,
+            X,
+            lam,
+            mask,
+            cfg["tol"],
+            *common,
+            cfg["code_tol"],
+            cfg["max_code_steps"],
+            cfg["max_backtracks"],
+            batched,
+        )
+        v, g = record(state, 1)
+        bar.update(1)
+        bar.set_postfix(F=f"{np.max(v):.10g}", grad=f"{np.max(g):.2e}", phase="L-BFGS")
+    bar.close()
+    return state, {k: np.asarray(v) for k, v in hist.items()}
