@@ -143,6 +143,13 @@ def test_harvest_resumes_to_identical_file(reference_harvest, tmp_path, offline)
     # a finished file with the same settings is kept, not recomputed
     mtime = out.stat().st_mtime_ns
     assert jd.harvest_activations(out, **SMALL) == out and out.stat().st_mtime_ns == mtime
+    # killed between the final rename and removing the progress file: tidied, not redone
+    (tmp_path / "acts.npy.progress.json").write_text("{}")
+    assert jd.harvest_activations(out, **SMALL) == out and out.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts.json", "acts.npy"]
+    # other settings for the same path recompute it
+    assert jd.harvest_activations(out, **dict(SMALL, n_tokens=40)) == out
+    assert np.load(out).shape == (40, 384) and jd.representation_info(out)["tokens"] == 40
 
 
 def test_harvest_survives_sigkill(reference_harvest, tmp_path):
@@ -273,3 +280,18 @@ def test_cli_patches_and_minilm(tmp_path, reference_harvest, capsys):
     assert acts.read_bytes() == reference_harvest.read_bytes()
     assert cli_main(["data", "minilm", "--layer", "9", "--out", str(acts)]) == 2
     assert "layer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_notebook_runs_and_certifies(tmp_path, monkeypatch):
+    import runpy
+
+    monkeypatch.setenv("JAXSAE_NB_OUT", str(tmp_path))
+    notebook = Path(__file__).parents[1] / "notebooks" / "real_representations.py"
+    rows = runpy.run_path(str(notebook))["CERTIFICATES"]
+    assert [r[0] for r in rows] == ["patches", "MiniLM layer 3"]
+    for _, n, k, gap, kkt, l0 in rows:
+        assert n == 1000 and 0 <= gap < 1e-10 and 0 <= kkt < 1e-8 and 1 < l0 < k
+    assert {"patches.png", "spectra.png", "minilm_layer3.npy"} <= {
+        p.name for p in tmp_path.iterdir()
+    }

@@ -132,10 +132,12 @@ def harvest_activations(
     config = {"model": MODEL_NAME, "layer": layer, "tokens": n_tokens, "seq_len": seq_len}
     config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
     sidecar = sidecar_path(out)
-    if out.exists() and (_read_json(sidecar) or {}).get("config") == config:
-        return out
     partial = out.with_name(out.name + ".partial")
     progress_path = out.with_name(out.name + ".progress.json")
+    if out.exists() and (_read_json(sidecar) or {}).get("config") == config:
+        if not partial.exists():  # killed after the final rename: only tidy up
+            progress_path.unlink(missing_ok=True)
+        return out
 
     model = load_minilm().truncate(layer)
     d = int(model.word_embeddings.shape[1])
