@@ -1,0 +1,10 @@
+"""Figures (matplotlib is imported only inside this package)."""
+
+from ._figures import (
+    atoms_figure as atoms_figure,
+    bars_figure as bars_figure,
+    firing_figure as firing_figure,
+    per_atom_figure as per_atom_figure,
+    spectrum_figure as spectrum_figure,
+    width_figure as width_figure,
+)
