@@ -1,0 +1,305 @@
+"""SAE training with optax: ``train_sae``.
+
+The loss of a batch is the per-point mean of THEORY §0's
+``½‖x − x̂‖² + λ_t · penalty(z)`` (``λ_t`` ramps up linearly over
+``l1_warmup_steps``); with ``L1()`` and the unit-norm decoder this is exactly
+``L(D, Z_sae, b)``. An SAELens ``l1_coefficient`` α corresponds to ``λ = α/2``.
+
+Resumable bit for bit: the data order is a pure function of ``(key, step)``
+(one permutation per epoch, ``fold_in(key, epoch)``), and a checkpoint holds
+the parameters, the optax state, the step, the key, the dead-latent counters
+and the metric history.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Bool, Int, PyTree
+
+from .._validate import as_float_array, check_finite
+from ..io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..models import _metrics
+from ..models._activations import JumpReLU, TopK
+from ..models._penalties import L0, L1, AbstractPenalty, NoPenalty
+from ..models._sae import SAE
+
+
+class TrainState(eqx.Module):
+    """Everything a training run needs to continue (saved in checkpoints)."""
+
+    sae: SAE
+    opt_state: PyTree
+    step: Int[Array, ""]
+    key: Array  # raw uint32 key data
+    since_fired: Int[Array, " K"]
+    fire_count: Int[Array, " K"]
+
+
+class TrainResult(eqx.Module):
+    """The trained SAE and what happened on the way.
+
+    Attributes:
+        sae: the trained SAE.
+        history: metric name → array over the logged steps: ``step``, ``loss``,
+            ``mse`` (``E‖x − x̂‖²``), ``l0``, ``explained_variance`` (THEORY §7b:
+            ``1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`` on the batch), ``shrinkage``
+            (``E‖x̂‖²/E⟨x, x̂⟩``), ``dead`` (latents silent for ``dead_after``
+            steps), ``dense`` (firing rate above ``dense_threshold`` since the
+            previous log), ``lam`` (λ after warm-up) and ``lr``.
+        dead_latents: ``(K,)`` latents that did not fire in the last ``dead_after`` steps.
+        state: the final ``TrainState`` (optax state included).
+        resumed_from: the checkpoint step the run resumed from (0 for a fresh run).
+    """
+
+    sae: SAE
+    history: dict
+    dead_latents: Bool[Array, " K"]
+    state: TrainState
+    resumed_from: int = eqx.field(static=True)
+
+
+def _loss(sae: SAE, X, lam, penalty: AbstractPenalty):
+    pre = jax.vmap(sae.pre_activation)(X)
+    Z = jax.vmap(sae.activation)(pre)
+    X_hat = jax.vmap(sae.decode)(Z)
+    rec = 0.5 * jnp.sum((X - X_hat) ** 2, axis=-1)
+    pen = jax.vmap(lambda p, z: penalty(sae, p, z))(pre, Z)
+    return jnp.mean(rec + lam * pen), (Z, X_hat)
+
+
+def _unit_rows(sae: SAE) -> SAE:
+    W = sae.W_dec
+    return eqx.tree_at(lambda s: s.W_dec, sae, W / jnp.linalg.norm(W, axis=1, keepdims=True))
+
+
+@eqx.filter_jit(donate="all-except-first")
+def _train_step(static, state: TrainState):
+    data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty = static
+    B = perm.shape[1]
+    X = data[jax.lax.dynamic_index_in_dim(perm, state.step - offset, keepdims=False)]
+    ramp = jnp.minimum(1, (state.step + 1).astype(data.dtype) / max(warmup, 1)) if warmup else 1
+    lam_t = lam * ramp
+    (loss, (Z, X_hat)), grads = eqx.filter_value_and_grad(_loss, has_aux=True)(
+        state.sae, X, lam_t, penalty
+    )
+    params = eqx.filter(state.sae, eqx.is_inexact_array)
+    updates, opt_state = optimizer.update(grads, state.opt_state, params)
+    sae = eqx.apply_updates(state.sae, updates)
+    if penalty.unit_decoder:
+        sae = _unit_rows(sae)
+    active = Z != 0
+    fired = jnp.any(active, axis=0)
+    new = TrainState(
+        sae=sae,
+        opt_state=opt_state,
+        step=state.step + 1,
+        key=state.key,
+        since_fired=jnp.where(fired, 0, state.since_fired + 1),
+        fire_count=state.fire_count + jnp.sum(active, axis=0, dtype=state.fire_count.dtype),
+    )
+    metrics = {
+        "loss": loss,
+        "mse": jnp.mean(jnp.sum((X - X_hat) ** 2, axis=-1)),
+        "l0": jnp.sum(active, dtype=data.dtype) / B,
+        "explained_variance": _metrics.explained_variance(X, X_hat),
+        "shrinkage": _metrics.shrinkage(X, X_hat),
+        "lam": lam_t,
+        "lr": jnp.nan if schedule_lr is None else schedule_lr(state.step),
+    }
+    return new, metrics
+
+
+@eqx.filter_jit
+def _epoch_order(key, epoch, N: int, B: int):
+    perm = jax.random.permutation(jax.random.fold_in(jax.random.wrap_key_data(key), epoch), N)
+    return perm[: (N // B) * B].reshape(N // B, B)
+
+
+def _default_penalty(activation) -> AbstractPenalty:
+    if isinstance(activation, TopK):
+        return NoPenalty()
+    if isinstance(activation, JumpReLU):
+        return L0()
+    return L1()
+
+
+def _schedule(lr, steps, warmup, decay):
+    pieces, bounds = [], []
+    if warmup:
+        pieces.append(optax.linear_schedule(0.0, lr, warmup))
+        bounds.append(warmup)
+    pieces.append(optax.constant_schedule(lr))
+    if decay:
+        bounds.append(max(steps - decay, warmup))
+        pieces.append(optax.linear_schedule(lr, 0.0, decay))
+    return optax.join_schedules(pieces, bounds) if bounds else pieces[0]
+
+
+def _key_data(key):
+    key = jnp.asarray(key)
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    if key.dtype != jnp.uint32:
+        raise ValueError("key must be a JAX PRNG key, e.g. key=jax.random.key(0).")
+    return key
+
+
+def train_sae(
+    sae: SAE,
+    data,
+    *,
+    key,
+    steps: int,
+    batch_size: int,
+    lam=None,
+    penalty: AbstractPenalty | None = None,
+    optimizer: optax.GradientTransformation | None = None,
+    lr: float = 3e-4,
+    lr_warmup_steps: int = 0,
+    lr_decay_steps: int = 0,
+    l1_warmup_steps: int = 0,
+    log_every: int = 100,
+    dead_after: int = 1000,
+    dense_threshold: float = 0.1,
+    checkpoint_dir=None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train an SAE with optax on ``data`` ``(N, d_in)`` (minibatches without replacement).
+
+    Args:
+        sae: the initial SAE (``SAE.init``); its dtype is the training dtype.
+        data: ``(N, d_in)`` array (NumPy, memmap or JAX).
+        key: PRNG key; fixes the data order (one permutation per epoch).
+        steps: total number of optimizer steps (a resumed run continues to it).
+        batch_size: points per step (``≤ N``; the last partial batch of an epoch is dropped).
+        lam: λ of the penalty (THEORY §0 scale, ``λ = α/2`` for an SAELens α);
+            required unless the penalty is ``NoPenalty`` (TopK, where ``k`` sets L0).
+        penalty: ``L1()`` (unit-norm decoder, projected after each step; default
+            for ReLU), ``DecoderNormL1()``, ``L0()`` (default for JumpReLU) or
+            ``NoPenalty()`` (default for TopK; decoder kept at unit norm).
+        optimizer: an optax transformation; default ``optax.adam`` on the schedule
+            below (linear warm-up over ``lr_warmup_steps``, constant ``lr``, linear
+            decay to 0 over the last ``lr_decay_steps``).
+        l1_warmup_steps: λ ramps linearly from ``λ/l1_warmup_steps`` to λ.
+        log_every: record metrics (see ``TrainResult.history``) every this many steps.
+        dead_after: a latent silent for this many steps counts as dead.
+        dense_threshold: a latent firing on more than this fraction counts as dense.
+        checkpoint_dir, checkpoint_every: save a checkpoint every ``checkpoint_every``
+            steps (atomically); if ``checkpoint_dir`` holds one, resume from the latest.
+        progress: show a tqdm progress bar.
+
+    Example:
+        >>> sae = jaxsae.SAE.init(64, 256, jaxsae.ReLU(), key=k1, decoder_norm=1.0)
+        >>> out = jaxsae.train_sae(sae, X, lam=0.05, steps=2000, batch_size=512, key=k2)
+        >>> out.history["explained_variance"][-1]
+    """
+    if not isinstance(sae, SAE):
+        raise ValueError(
+            f"sae must be a jaxsae.SAE (use jaxsae.SAE.init), got {type(sae).__name__}."
+        )
+    data = as_float_array(data, "data")
+    if data.ndim != 2 or data.shape[1] != sae.d_in:
+        raise ValueError(
+            f"data must have shape (N, {sae.d_in}) to match the SAE's d_in, got {data.shape}."
+        )
+    data = data.astype(sae.dtype)
+    check_finite(data, "data")
+    N = data.shape[0]
+    if not 1 <= batch_size <= N:
+        raise ValueError(f"batch_size must be between 1 and N = {N}, got {batch_size}.")
+    if steps < 0 or log_every < 1:
+        raise ValueError(
+            f"steps must be ≥ 0 and log_every ≥ 1, got steps={steps}, log_every={log_every}."
+        )
+    penalty = _default_penalty(sae.activation) if penalty is None else penalty
+    if isinstance(penalty, NoPenalty):
+        lam = 0.0 if lam is None else lam
+    elif lam is None:
+        raise ValueError(
+            f"{type(penalty).__name__}() needs lam=... (the weight of the sparsity penalty)."
+        )
+    lam = jnp.asarray(lam, sae.dtype)
+    if checkpoint_dir is not None and (checkpoint_every is None or checkpoint_every < 1):
+        raise ValueError("checkpoint_dir needs checkpoint_every=N (a positive number of steps).")
+    schedule_lr = None
+    if optimizer is None:
+        schedule_lr = _schedule(lr, steps, lr_warmup_steps, lr_decay_steps)
+        optimizer = optax.adam(schedule_lr)
+    if penalty.unit_decoder:
+        sae = _unit_rows(sae)
+    state = TrainState(
+        sae=sae,
+        opt_state=optimizer.init(eqx.filter(sae, eqx.is_inexact_array)),
+        step=jnp.zeros((), jnp.int32),
+        key=_key_data(key),
+        since_fired=jnp.zeros((sae.d_sae,), jnp.int32),
+        fire_count=jnp.zeros((sae.d_sae,), jnp.int32),
+    )
+    fingerprint = {
+        "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": str(sae.dtype), "N": N, "batch_size": batch_size,
+        "lam": float(lam), "activation": type(sae.activation).__name__, "penalty": type(penalty).__name__,
+    }  # fmt: skip
+    history: list[dict] = []
+    start = 0
+    if checkpoint_dir is not None and (folder := latest_checkpoint(checkpoint_dir)) is not None:
+        state, meta = load_checkpoint(folder, state)
+        if meta.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"checkpoint {folder} belongs to another run ({meta.get('fingerprint')} vs {fingerprint}). "
+                "Use an empty checkpoint_dir for a new run."
+            )
+        start, history = int(meta["step"]), meta["history"]
+    state = jax.tree.map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, state)
+    out = _run(state, data, lam, l1_warmup_steps, schedule_lr, optimizer, penalty, start, steps, batch_size,
+               log_every, dead_after, dense_threshold, checkpoint_dir, checkpoint_every, fingerprint, history,
+               progress)  # fmt: skip
+    state, history = out
+    hist = {k: np.asarray([h[k] for h in history]) for k in (history[0] if history else ())}
+    return TrainResult(
+        sae=state.sae,
+        history=hist,
+        dead_latents=state.since_fired >= dead_after,
+        state=state,
+        resumed_from=start,
+    )
+
+
+def _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps, B, log_every, dead_after,
+         dense_threshold, checkpoint_dir, checkpoint_every, fingerprint, history, progress):  # fmt: skip
+    from tqdm.auto import tqdm
+
+    N = data.shape[0]
+    per_epoch = N // B
+    epoch, perm, offset = None, None, None
+    since_log = start % log_every
+    with tqdm(
+        total=steps, initial=start, disable=not progress, desc="train_sae", unit="step"
+    ) as bar:
+        for step in range(start, steps):
+            if step // per_epoch != epoch:
+                epoch = step // per_epoch
+                perm = _epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B)
+                offset = jnp.asarray(epoch * per_epoch, jnp.int32)
+            static = (data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty)
+            state, metrics = _train_step(static, state)
+            since_log += 1
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                rate = np.asarray(state.fire_count) / (since_log * B)
+                entry = {"step": done, **{k: float(v) for k, v in metrics.items()}}
+                entry["dead"] = int(np.sum(np.asarray(state.since_fired) >= dead_after))
+                entry["dense"] = int(np.sum(rate > dense_threshold))
+                history.append(entry)
+                state = eqx.tree_at(lambda s: s.fire_count, state, jnp.zeros_like(state.fire_count))
+                since_log = 0
+                bar.set_postfix(l0=f"{entry['l0']:.1f}", ev=f"{entry['explained_variance']:.3f}")
+            if checkpoint_dir is not None and done % checkpoint_every == 0:
+                meta = {"fingerprint": fingerprint, "history": history}
+                save_checkpoint(checkpoint_dir, done, state, meta)
+            bar.update(1)
+    return state, history

@@ -1,0 +1,46 @@
+"""The dictionary view of an SAE: folded atoms and folded codes (THEORY §0)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._validate import check_data
+from ._dictionary import Dictionary
+from ._sae import SAE
+
+
+def _norms(sae: SAE):
+    n = sae.decoder_norms()
+    return n, n > 0
+
+
+def sae_dictionary(sae: SAE, *, free_bias: bool = True) -> Dictionary:
+    """The folded dictionary of an SAE (THEORY §0, ANCHORS.md folding).
+
+    Atoms ``d_k = W_dec[k] / ‖W_dec[k]‖``, bias ``b = b_dec``. Latents whose
+    decoder row is zero are masked out (they cannot reconstruct anything). With
+    ``sae_codes``, ``b + D z`` equals the SAE's reconstruction.
+
+    Example:
+        >>> D = jaxsae.sae_dictionary(sae); Z = jaxsae.sae_codes(sae, X)
+        >>> jaxsae.objective(D, X, Z, lam)
+    """
+    n, alive = _norms(sae)
+    safe = jnp.where(alive[:, None], sae.W_dec, jnp.ones_like(sae.W_dec))
+    atoms = safe / jnp.linalg.norm(safe, axis=1, keepdims=True)
+    return Dictionary(atoms, sae.b_dec, alive, free_bias=free_bias, normalize=False)
+
+
+@eqx.filter_jit
+def _codes(sae: SAE, X):
+    n, alive = _norms(sae)
+    return jnp.where(alive, jax.vmap(sae.encode)(X) * n, 0)
+
+
+def sae_codes(sae: SAE, X: Float[Array, "N d"]) -> Float[Array, "N K"]:
+    """The SAE's codes in the folded dictionary's scale: ``z_k ← z_k ‖W_dec[k]‖`` (THEORY §0)."""
+    X = check_data(X, sae.d_in, sae.dtype)
+    return _codes(sae, X)
