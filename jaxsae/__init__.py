@@ -15,4 +15,36 @@ from .io._dictionary_file import (
 )
 from .certificates._wide import wide_bound as wide_bound
 
+# SAEs: modules, training, SAELens files, amortisation gap, metrics (THEORY §1, §7b)
+from .models._activations import (
+    AbstractActivation as AbstractActivation,
+    JumpReLU as JumpReLU,
+    ReLU as ReLU,
+    TopK as TopK,
+)
+from .models._penalties import (
+    AbstractPenalty as AbstractPenalty,
+    DecoderNormL1 as DecoderNormL1,
+    L0 as L0,
+    L1 as L1,
+    NoPenalty as NoPenalty,
+)
+from .models._sae import SAE as SAE, fold_decoder_norms as fold_decoder_norms
+from .models._sae_dictionary import sae_codes as sae_codes, sae_dictionary as sae_dictionary
+from .models._metrics import (
+    dead_latents as dead_latents,
+    dense_latents as dense_latents,
+    explained_variance as explained_variance,
+    firing_rate as firing_rate,
+    fvu as fvu,
+    l0 as l0,
+    shrinkage as shrinkage,
+)
+from .certificates._amortisation import (
+    AmortisationGap as AmortisationGap,
+    amortisation_gap as amortisation_gap,
+)
+from .learning._train_sae import TrainResult as TrainResult, TrainState as TrainState, train_sae as train_sae
+from .io._saelens import load_sae as load_sae, load_sae_certificate as load_sae_certificate, save_sae as save_sae
+
 __version__ = "0.1.0"
