@@ -1,0 +1,218 @@
+"""The frozen-support reduced objective and its Riemannian Hessian (THEORY §4).
+
+At a regular point every support ``S_n`` is locally constant and the codes are
+the smooth function ``z_S(D, b) = G_SS⁻¹(D_Sᵀ(x − b) − λ1)``, so
+
+    F(D, b) = (1/N) Σ_n [ ½‖x_n − b − D z_n(D, b)‖² + λ 1ᵀ z_n(D, b) ]
+
+is smooth with the envelope gradient ``∇_D F = −(1/N) R Zᵀ`` (rows: atom k gets
+``−(1/N) Σ_n z_kn r_n``) and ``∇_b F = −(1/N) Σ_n r_n``. Hessian-vector
+products are ``jax.jvp`` of that gradient. Only ``z`` and its first derivative
+at the base point enter, so the codes are replaced by their linearisation
+
+    z_lin(D, b) = z⁰ + G_SS⁻¹ [ D_Sᵀ(x − b − D z⁰) − λ1 ]     (value z⁰, derivative ż_S),
+
+with the inverse active Grams precomputed once: each HVP is then six dense
+``(N, K) × (K, d)`` products plus ``N`` small matrix-vector products, streamed
+over chunks of points. The Riemannian Hessian on ``Ob(d, K)`` (× ``R^d`` when
+the bias is free) adds the curvature term ``−(d_kᵀ∇_k F) ξ_k``, which equals
+``(λ‖z_k‖₁/N) ξ_k`` at a stationary point.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+from jaxtyping import Array, Bool, Float, Int
+
+from ..models._dictionary import Dictionary
+
+
+class FrozenSupport(eqx.Module):
+    """Everything the frozen-support objective needs, cut into chunks of points.
+
+    Attributes:
+        X: ``(C, m, d)`` data chunks (zero padding).
+        weight: ``(C, m)`` 1 for real points, 0 for padding.
+        Z: ``(C, m, K)`` base codes ``z⁰`` (zero off the frozen support).
+        idx: ``(C, m, cap)`` atom indices of each point's support (padded).
+        active: ``(C, m, cap)`` which gathered entries are in the support.
+        Ginv: ``(C, m, cap, cap)`` ``G_SS⁻¹`` (zero outside ``S × S``).
+        n_points: ``N`` (the per-point-mean divisor).
+    """
+
+    X: Float[Array, "C m d"]
+    weight: Float[Array, "C m"]
+    Z: Float[Array, "C m K"]
+    idx: Int[Array, "C m cap"]
+    active: Bool[Array, "C m cap"]
+    Ginv: Float[Array, "C m cap cap"]
+    n_points: int = eqx.field(static=True)
+
+
+def _chunk(a, chunk: int):
+    n = a.shape[0]
+    n_chunks = -(-n // chunk)
+    pad = n_chunks * chunk - n
+    a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+    return a.reshape(n_chunks, chunk, *a.shape[1:])
+
+
+def _support_inverse(G, z, support, cap: int):
+    """Gather one point's support (largest codes first) and invert its Gram block."""
+    score = jnp.where(support, 1 + jnp.abs(z), 0)
+    top, idx = jax.lax.top_k(score, cap)
+    active = top > 0
+    a = active.astype(G.dtype)
+    M = G[idx][:, idx] * a[:, None] * a[None, :] + jnp.diag(1 - a)
+    inv = jsl.cho_solve(jsl.cho_factor(M, lower=True), jnp.eye(cap, dtype=G.dtype))
+    return idx, active, inv * a[:, None] * a[None, :]
+
+
+@eqx.filter_jit
+def frozen_support(
+    dictionary: Dictionary, X, Z, lam, support, cap: int, chunk_size: int
+) -> FrozenSupport:
+    """Precompute the chunked frozen-support data (supports must fit in ``cap``)."""
+    G = dictionary.gram()
+    Zs = jnp.where(support & dictionary.mask, Z, 0)
+    sup = support & dictionary.mask
+    Xc, Zc, Sc = _chunk(X, chunk_size), _chunk(Zs, chunk_size), _chunk(sup, chunk_size)
+    w = _chunk(jnp.ones(X.shape[0], X.dtype), chunk_size)
+    inv = jax.vmap(
+        jax.vmap(_support_inverse, in_axes=(None, 0, 0, None)), in_axes=(None, 0, 0, None)
+    )
+    idx, active, Ginv = inv(G, Zc, Sc, cap)
+    # One exact solve on the frozen support polishes the codes to rounding error.
+    E = (Xc - dictionary.bias - Zc @ dictionary.atoms) @ dictionary.atoms.T - lam
+    dz = jnp.einsum("cmij,cmj->cmi", Ginv, jnp.take_along_axis(E, idx, axis=2))
+    Zc = jax.vmap(jax.vmap(lambda z, i, v: z.at[i].add(v)))(Zc, idx, dz)
+    return FrozenSupport(Xc, w, Zc, idx, active, Ginv, X.shape[0])
+
+
+def _chunk_gradient(atoms, bias, lam, X, w, Z0, idx, Ginv):
+    """Summed envelope gradient of one chunk at ``(atoms, bias)`` with ``z = z_lin``."""
+    Y = X - bias
+    E = (Y - Z0 @ atoms) @ atoms.T - lam
+    Ec = jnp.take_along_axis(E, idx, axis=1)
+    dz = jnp.einsum("mij,mj->mi", Ginv, Ec)
+    Z = Z0 + jax.vmap(lambda z, i, v: z.at[i].add(v))(jnp.zeros_like(Z0), idx, dz)
+    R = Y - Z @ atoms
+    return -((w[:, None] * Z).T @ R), -(w @ R)
+
+
+def frozen_gradient(fs: FrozenSupport, atoms, bias, lam):
+    """``(∇_D F, ∇_b F)`` of the frozen-support objective (per-point mean, THEORY §0)."""
+
+    def body(carry, chunk):
+        gA, gb = _chunk_gradient(atoms, bias, lam, *chunk)
+        return (carry[0] + gA, carry[1] + gb), None
+
+    init = (jnp.zeros_like(atoms), jnp.zeros_like(bias))
+    (gA, gb), _ = jax.lax.scan(body, init, (fs.X, fs.weight, fs.Z, fs.idx, fs.Ginv))
+    return gA / fs.n_points, gb / fs.n_points
+
+
+def euclidean_hvp(fs: FrozenSupport, atoms, bias, lam, Xi, bdot):
+    """``∇²F[Ξ, ḃ]`` as ``jax.jvp`` of the envelope gradient."""
+    _, (hA, hb) = jax.jvp(lambda A, b: frozen_gradient(fs, A, b, lam), (atoms, bias), (Xi, bdot))
+    return hA, hb
+
+
+class Tangent(eqx.Module):
+    """The tangent space used by the certificate: atoms in ``space`` and maybe the bias.
+
+    ``space`` is ``(K,)`` bool (unmasked atoms that some point uses); dead and masked
+    atoms are excluded because ``F`` does not depend on them near a regular point.
+    """
+
+    atoms: Float[Array, "K d"]
+    space: Bool[Array, " K"]
+    free_bias: bool = eqx.field(static=True)
+
+    def project(self, Xi, bdot):
+        Xi = Xi - jnp.sum(Xi * self.atoms, axis=1, keepdims=True) * self.atoms
+        Xi = jnp.where(self.space[:, None], Xi, 0)
+        return Xi, bdot if self.free_bias else jnp.zeros_like(bdot)
+
+    def flat_project(self, v):
+        return self.flatten(*self.project(*self.unflatten(v)))
+
+    def flatten(self, Xi, bdot):
+        return jnp.concatenate([Xi.ravel(), bdot])
+
+    def unflatten(self, v):
+        K, d = self.atoms.shape
+        return v[: K * d].reshape(K, d), v[K * d :]
+
+    def dimension(self) -> Int[Array, ""]:
+        d = self.atoms.shape[1]
+        return jnp.sum(self.space) * (d - 1) + (d if self.free_bias else 0)
+
+    def basis(self, n_used: int) -> Float[Array, "p n"]:
+        """An orthonormal basis of the tangent space, as rows of flat vectors."""
+        K, d = self.atoms.shape
+        used = jnp.nonzero(self.space, size=n_used)[0]
+
+        def atom_basis(k):
+            dk = self.atoms[k]
+            # Householder reflection taking d_k to ∓e_1 (the stable sign); its
+            # other columns are an orthonormal basis of d_k⊥.
+            e1 = jnp.zeros(d, dk.dtype).at[0].set(jnp.where(dk[0] >= 0, 1.0, -1.0))
+            u = dk + e1
+            u = u / jnp.linalg.norm(u)
+            Hh = jnp.eye(d, dtype=dk.dtype) - 2 * jnp.outer(u, u)
+            rows = Hh[:, 1:].T
+            return jnp.zeros((d - 1, K, d), dk.dtype).at[:, k, :].set(rows).reshape(d - 1, K * d)
+
+        blocks = jax.vmap(atom_basis)(used).reshape(-1, K * d)
+        blocks = jnp.pad(blocks, ((0, 0), (0, d)))
+        if self.free_bias:
+            bias_rows = jnp.pad(jnp.eye(d, dtype=self.atoms.dtype), ((0, 0), (K * d, 0)))
+            blocks = jnp.concatenate([blocks, bias_rows])
+        return blocks
+
+
+class RiemannianHessian(eqx.Module):
+    """The Riemannian Hessian of the frozen-support ``F`` at ``(D, b)`` (THEORY §4).
+
+    ``Hess F[Ξ]_k = (I − d_k d_kᵀ)(∇²F[Ξ])_k − (d_kᵀ ∇_k F) ξ_k`` on tangent ``Ξ``
+    (``d_kᵀξ_k = 0``), plus the Euclidean bias block when the bias is free.
+    Call ``mv(Xi, bdot)`` (pytree form) or ``flat_mv(v)``; ``operator()`` gives a
+    ``lineax.FunctionLinearOperator``.
+    """
+
+    fs: FrozenSupport
+    atoms: Float[Array, "K d"]
+    bias: Float[Array, " d"]
+    lam: Float[Array, ""]
+    grad_atoms: Float[Array, "K d"]
+    grad_bias: Float[Array, " d"]
+    tangent: Tangent
+
+    def mv(self, Xi, bdot):
+        Xi, bdot = self.tangent.project(Xi, bdot)
+        hA, hb = euclidean_hvp(self.fs, self.atoms, self.bias, self.lam, Xi, bdot)
+        radial = jnp.sum(self.atoms * self.grad_atoms, axis=1, keepdims=True)
+        return self.tangent.project(hA - radial * Xi, hb)
+
+    def flat_mv(self, v):
+        return self.tangent.flatten(*self.mv(*self.tangent.unflatten(v)))
+
+    def operator(self) -> lx.FunctionLinearOperator:
+        struct = (
+            jax.ShapeDtypeStruct(self.atoms.shape, self.atoms.dtype),
+            jax.ShapeDtypeStruct(self.bias.shape, self.bias.dtype),
+        )
+        return lx.FunctionLinearOperator(lambda t: self.mv(*t), struct, lx.symmetric_tag)
+
+
+@eqx.filter_jit
+def riemannian_hessian(fs: FrozenSupport, dictionary: Dictionary, lam, space) -> RiemannianHessian:
+    """Build the operator; ``space`` marks the atoms whose directions are kept."""
+    gA, gb = frozen_gradient(fs, dictionary.atoms, dictionary.bias, lam)
+    tangent = Tangent(dictionary.atoms, space, dictionary.free_bias)
+    return RiemannianHessian(fs, dictionary.atoms, dictionary.bias, lam, gA, gb, tangent)

@@ -1,0 +1,202 @@
+"""Second-order certificate (THEORY §4) against finite differences of the true F.
+
+F is evaluated independently: codes re-solved by ``sparse_code`` at a tight
+tolerance and ``objective``. The Hessian of ``F ∘ R`` at 0 for the (second-order)
+normalisation retraction ``R(Ξ) = normalize(D + Ξ)`` equals the Riemannian Hessian.
+All tests share one problem size (d=4, K=3, N=60) so they share compilations.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsae
+from jaxsae.certificates._second_order import second_order, second_order_dense
+
+D_, K_, N_, LAM = 4, 3, 60, 0.1
+
+
+def _problem(seed=2):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(K_, D_))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    Z = (0.5 + np.abs(rng.normal(size=(N_, K_)))) * (rng.random((N_, K_)) < 0.5)
+    X = Z @ A + 0.05 * rng.normal(size=(N_, D_))
+    return A, X
+
+
+def _true_F(atoms, bias, X, free_bias=False):
+    del free_bias  # codes and objective do not depend on it (and one compilation serves both)
+    D = jaxsae.Dictionary(atoms, bias)
+    sol = jaxsae.sparse_code(D, X, LAM, tol=1e-14)
+    return float(jaxsae.objective(D, X, sol.codes, LAM)), np.asarray(sol.codes) > 0
+
+
+def _alternating_minimum(atoms, X, iters=100):
+    """Alternating minimisation: exact codes, then Gauss–Seidel (A') atom updates."""
+    atoms = np.array(atoms, dtype=float)
+    Z = None
+    for _ in range(iters):
+        D = jaxsae.Dictionary(atoms)
+        Z = np.asarray(jaxsae.sparse_code(D, X, LAM, init=Z, tol=1e-14).codes)
+        atoms = np.asarray(D.atoms).copy()
+        for k in range(K_):
+            Y = X - Z @ atoms + np.outer(Z[:, k], atoms[k])
+            den = (Z[:, k] ** 2).sum() + LAM * Z[:, k].sum()
+            if den > 0:
+                a = Z[:, k] @ Y / den
+                atoms[k] = a / np.linalg.norm(a)
+    return atoms
+
+
+def _fd_hessian(atoms, bias, X, basis, free_bias, t=1e-3):
+    """Dense Hessian of Ξ ↦ F(normalize(D + Ξ), b + ḃ) by polarisation + Richardson."""
+    K, d = atoms.shape
+    F0, S0 = _true_F(atoms, bias, X, free_bias)
+
+    def F_at(v, s):
+        A = atoms + s * v[: K * d].reshape(K, d)
+        A = A / np.linalg.norm(A, axis=1, keepdims=True)
+        F, S = _true_F(A, bias + s * v[K * d :], X, free_bias)
+        assert np.array_equal(S, S0), "support changed: step too large for this test point"
+        return F
+
+    def q(v):
+        def second(h):
+            return (F_at(v, h) - 2 * F0 + F_at(v, -h)) / h**2
+
+        return (4 * second(t / 2) - second(t)) / 3
+
+    B = np.asarray(basis)
+    p = B.shape[0]
+    H = np.zeros((p, p))
+    for i in range(p):
+        H[i, i] = q(B[i])
+        for j in range(i):
+            H[i, j] = H[j, i] = (q(B[i] + B[j]) - q(B[i] - B[j])) / 4
+    return H
+
+
+@pytest.mark.parametrize("free_bias", [False, True])
+def test_hessian_matches_finite_differences_at_generic_point(free_bias):
+    A, X = _problem()
+    rng = np.random.default_rng(6)  # a point with support margin 1.5e-2
+    atoms = A + 0.2 * rng.normal(size=A.shape)
+    bias = 0.05 * rng.normal(size=D_)
+    D = jaxsae.Dictionary(atoms, bias, free_bias=free_bias)
+    dense = second_order_dense(D, X, LAM)
+    B = np.asarray(dense.basis)
+    # the basis is orthonormal and tangent: d_kᵀ ξ_k = 0
+    np.testing.assert_allclose(B @ B.T, np.eye(B.shape[0]), atol=1e-12)
+    Xi = B[:, : K_ * D_].reshape(-1, K_, D_)
+    assert np.abs(np.einsum("pkd,kd->pk", Xi, np.asarray(D.atoms))).max() < 1e-12
+    assert B.shape[0] == K_ * (D_ - 1) + (D_ if free_bias else 0)
+    H_fd = _fd_hessian(np.asarray(D.atoms), np.asarray(D.bias), X, B, free_bias)
+    H = np.asarray(dense.matrix)
+    assert np.linalg.norm(H - H_fd) <= 1e-5 * np.linalg.norm(H_fd)
+    # not stationary here, so the curvature term differs from λ‖z_k‖₁/N: the
+    # general form −(d_kᵀ∇_k F)ξ_k is what the FD check validated
+    assert not second_order(D, X, LAM).stationary
+
+
+def test_optimum_is_strict_local_minimum_and_lanczos_matches_eigh():
+    A, X = _problem()
+    atoms = _alternating_minimum(A, X)
+    D = jaxsae.Dictionary(atoms)
+    res = second_order(D, X, LAM, n_eigs=3, key=jax.random.key(3))
+    dense = second_order_dense(D, X, LAM)
+    H_fd = _fd_hessian(np.asarray(D.atoms), np.asarray(D.bias), X, dense.basis, False)
+    ev_fd = np.linalg.eigvalsh(H_fd)
+    ev = np.asarray(dense.eigenvalues)
+    np.testing.assert_allclose(ev, ev_fd, rtol=1e-5, atol=1e-6 * ev_fd.max())
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), ev[:3], rtol=1e-6)
+    assert res.regular and res.stationary
+    assert float(res.min_eigenvalue) > 0
+    assert res.verdict.startswith("strict local minimum")
+    # at stationarity the curvature term is λ‖z_k‖₁/N: −d_kᵀ∇_kF = λ‖z_k‖₁/N
+    Z = np.asarray(jaxsae.sparse_code(D, X, LAM, tol=1e-14).codes)
+    radial = -np.sum(np.asarray(dense.operator.grad_atoms) * atoms, axis=1)
+    np.testing.assert_allclose(radial, LAM * Z.sum(0) / N_, rtol=1e-8)
+    # eigenvector is a unit tangent vector with Rayleigh quotient λ_min
+    v = np.asarray(res.eigenvectors[0])
+    assert abs(np.linalg.norm(v) - 1) < 1e-10
+    assert np.abs(np.sum(v * atoms, axis=1)).max() < 1e-10
+
+
+def _saddle_problem():
+    """Atom e1 midway between clusters at ±60° (a saddle) plus atoms e3, e4 on their clusters."""
+    rng = np.random.default_rng(0)
+    s = rng.uniform(0.8, 1.2, size=20)
+    c = np.array([0.5, np.sqrt(3) / 2, 0, 0])
+    pts = [np.outer(s, c)]
+    pts.append(pts[0] * np.array([1, -1, 1, 1]))  # mirror e2 → −e2
+    eps = rng.uniform(0.01, 0.05, size=5)
+    a = rng.uniform(0.8, 1.2, size=5)
+    for i, j in ((2, 3), (3, 2)):
+        P = np.zeros((10, 4))
+        P[:5, i] = a
+        P[5:, i] = a
+        P[:5, j] = eps
+        P[5:, j] = -eps
+        pts.append(P)
+    X = np.concatenate(pts)
+    assert X.shape == (N_, D_)
+    return np.eye(4)[[0, 2, 3]], X
+
+
+def test_saddle_negative_curvature_lowers_objective():
+    atoms, X = _saddle_problem()
+    D = jaxsae.Dictionary(atoms)
+    res = second_order(D, X, LAM, n_eigs=2)
+    assert res.regular and res.stationary
+    lmin = float(res.min_eigenvalue)
+    assert lmin < 0 and res.verdict.startswith("saddle")
+    ev = np.asarray(second_order_dense(D, X, LAM).eigenvalues)
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), ev[:2], rtol=1e-6)
+    V = np.asarray(res.eigenvectors[0])
+    assert abs(V[0, 1]) > 0.99  # atom e1 tilts toward one cluster (along e2)
+    F0, _ = _true_F(atoms, np.zeros(D_), X)
+    for t in (0.3, 0.05):
+        A = atoms + t * V
+        F, _ = _true_F(A / np.linalg.norm(A, axis=1, keepdims=True), np.zeros(D_), X)
+        assert F < F0
+    # second-order prediction of the decrease along the eigenvector
+    t = 1e-2
+    A = atoms + t * V
+    F, _ = _true_F(A / np.linalg.norm(A, axis=1, keepdims=True), np.zeros(D_), X)
+    np.testing.assert_allclose(F - F0, 0.5 * t**2 * lmin, rtol=2e-2)
+
+
+def test_degenerate_pair_is_reported():
+    atoms, X = _saddle_problem()
+    D = jaxsae.Dictionary(atoms)
+    # a point whose correlation with atom e3 is exactly λ while its code is 0
+    X = np.array(X)
+    X[0] = [0.0, 0.0, LAM, 0.0]
+    res = second_order(D, X, LAM)
+    assert not res.regular and res.n_degenerate == 1
+    assert res.verdict.startswith("not regular: 1 degenerate pairs")
+    assert float(res.lower_eigenvalue) <= float(res.min_eigenvalue) + 1e-12
+
+
+def test_operator_is_symmetric_and_linear(getkey):
+    A, X = _problem()
+    D = jaxsae.Dictionary(A, free_bias=True)
+    dense = second_order_dense(D, X, LAM)
+    op = dense.operator.operator()
+    u = (jax.random.normal(getkey(), (K_, D_)), jax.random.normal(getkey(), (D_,)))
+    w = (jax.random.normal(getkey(), (K_, D_)), jax.random.normal(getkey(), (D_,)))
+    Hu, Hw = op.mv(u), op.mv(w)
+    pu = dense.operator.tangent.project(*u)
+    pw = dense.operator.tangent.project(*w)
+
+    def inner(a, b):
+        return float(jnp.sum(a[0] * b[0]) + jnp.sum(a[1] * b[1]))
+
+    assert abs(inner(pu, Hw) - inner(pw, Hu)) < 1e-12 * (1 + abs(inner(pu, Hw)))
+    # in the basis, the operator equals the dense matrix
+    B = np.asarray(dense.basis)
+    cu = B @ np.asarray(dense.operator.tangent.flatten(*pu))
+    Hu_flat = np.asarray(dense.operator.tangent.flatten(*Hu))
+    np.testing.assert_allclose(B @ Hu_flat, np.asarray(dense.matrix) @ cu, atol=1e-12)
