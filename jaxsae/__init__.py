@@ -14,6 +14,7 @@ from .io._dictionary_file import (
     save_dictionary as save_dictionary,
 )
 from .certificates._wide import wide_bound as wide_bound
+from .certificates._first_order import Certificate as Certificate, certify as certify
 
 # SAEs: modules, training, SAELens files, amortisation gap, metrics (THEORY §1, §7b)
 from .models._activations import (

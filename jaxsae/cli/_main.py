@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _data, _demo
+from . import _certify, _data, _demo
 
 # Subcommands, in the order `jaxsae --help` lists them.
-COMMANDS = [_demo, _data]
+COMMANDS = [_demo, _data, _certify]
 
 
 class UserError(ValueError):
