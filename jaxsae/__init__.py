@@ -48,4 +48,24 @@ from .certificates._amortisation import (
 from .learning._train_sae import TrainResult as TrainResult, TrainState as TrainState, train_sae as train_sae
 from .io._saelens import load_sae as load_sae, load_sae_certificate as load_sae_certificate, save_sae as save_sae
 
+# Phenomena (THEORY §7): predictions before learning, measurements after
+from . import phenomena as phenomena
+from .phenomena import (
+    Absorption as Absorption,
+    AntipodalPairs as AntipodalPairs,
+    ResidualDecomposition as ResidualDecomposition,
+    absorbed_directions as absorbed_directions,
+    absorption as absorption,
+    absorption_critical_lam as absorption_critical_lam,
+    absorption_gain as absorption_gain,
+    absorption_predicted as absorption_predicted,
+    antipodal_pairs as antipodal_pairs,
+    antipodal_rate_binary as antipodal_rate_binary,
+    antipodal_rate_gaussian as antipodal_rate_gaussian,
+    dark_matter_r2 as dark_matter_r2,
+    mcc as mcc,
+    mmcs as mmcs,
+    residual_decomposition as residual_decomposition,
+)
+
 __version__ = "0.1.0"

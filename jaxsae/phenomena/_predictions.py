@@ -1,0 +1,193 @@
+"""Predictions of THEORY §7: absorption, antipodal pairs, the shrinkage part of (R).
+
+Each function states what the theory predicts before anything is learned; the
+measurements in ``_measurements.py`` check those predictions on learned
+dictionaries.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float
+
+from .._validate import as_float_array, check_data, check_lam, check_rank
+from ..models._dictionary import Dictionary
+from ..models._objective import huber
+
+
+def _arr(x, name):
+    return as_float_array(x, name)
+
+
+@eqx.filter_jit
+def absorption_margin(*, alpha, beta, lam) -> Float[Array, "..."]:
+    """``α + β − √(α² + β²) − λ/2``: positive iff absorption is predicted (THEORY §7).
+
+    Per point ``x = αp + βc`` (``p ⟂ c`` unit), two atoms ``p, c`` cost
+    ``λ(α+β) − λ²`` and one absorbed atom ``(αp+βc)/‖αp+βc‖`` costs
+    ``λ√(α²+β²) − λ²/2``; the difference divided by λ is this margin.
+    """
+    alpha, beta, lam = _arr(alpha, "alpha"), _arr(beta, "beta"), _arr(lam, "lam")
+    return alpha + beta - jnp.sqrt(alpha * alpha + beta * beta) - lam / 2
+
+
+def absorption_predicted(*, alpha, beta, lam) -> Bool[Array, "..."]:
+    """Whether a parent/child pair ``x = αp + βc`` is absorbed at the optimum (THEORY §7):
+
+        α + β − √(α² + β²) > λ/2.
+
+    Broadcasts over arrays (so ``vmap`` over λ is free). Valid in the regime the
+    derivation assumes: both atoms active in the two-atom solution
+    (``λ < min(α, β)``); :func:`absorption_gain` is the exact comparison at every λ.
+
+    Example:
+        >>> jaxsae.absorption_predicted(alpha=1.0, beta=0.8, lam=0.5)   # margin 0.52 − 0.25 > 0
+        Array(True, dtype=bool)
+    """
+    return absorption_margin(alpha=alpha, beta=beta, lam=lam) > 0
+
+
+@eqx.filter_jit
+def absorption_critical_lam(*, alpha, beta) -> Float[Array, "..."]:
+    """The λ at which absorption switches off: ``λ* = 2(α + β − √(α² + β²))`` (THEORY §7).
+
+    Absorption is predicted for ``λ < λ*`` and separate atoms for ``λ > λ*``.
+    """
+    alpha, beta = _arr(alpha, "alpha"), _arr(beta, "beta")
+    return 2 * (alpha + beta - jnp.sqrt(alpha * alpha + beta * beta))
+
+
+@eqx.filter_jit
+def absorption_gain(*, alpha, beta, lam) -> Float[Array, "..."]:
+    """Exact per-point saving of absorption at every λ: ``h_λ(α) + h_λ(β) − h_λ(√(α²+β²))``.
+
+    With orthonormal ``p, c`` the nonnegative lasso decouples, so coding
+    ``x = αp + βc`` with the two atoms costs ``h_λ(α) + h_λ(β)`` (``h_λ`` the Huber
+    function of (W)) and with the absorbed atom ``h_λ(‖x‖)``. For ``λ < min(α, β)``
+    the saving is ``λ·absorption_margin``. It is ``≥ 0`` for every λ (the absorbed
+    atom meets the bound (W) on its points) and zero only once
+    ``λ ≥ √(α² + β²)``, where nothing is coded. Note ``absorption_critical_lam ≥
+    min(α, β)``: the threshold of THEORY §7 lies outside the regime ``λ < min(α, β)``
+    in which its two-atom cost holds, so absorption never switches off while the
+    child is coded (checked in ``tests/test_phenomena.py``).
+    """
+    alpha, beta, lam = _arr(alpha, "alpha"), _arr(beta, "beta"), _arr(lam, "lam")
+    norm = jnp.sqrt(alpha * alpha + beta * beta)
+    return huber(alpha, lam) + huber(beta, lam) - huber(norm, lam)
+
+
+@eqx.filter_jit
+def absorbed_directions(
+    parent: Float[Array, " d"], children: Float[Array, "C d"], *, alpha, beta
+) -> Float[Array, "C d"]:
+    """The absorbed child atoms ``(αp + βc)/‖αp + βc‖``, one row per child (THEORY §7)."""
+    v = alpha * parent[None, :] + beta * children
+    return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+
+
+@eqx.filter_jit
+def antipodal_rate_binary(*, amplitude, lam) -> Float[Array, "..."]:
+    """Predicted firing rate of each atom of the pair ``±v`` for ``t = ±a`` (equiprobable).
+
+    At the optimum the point ``t v`` has code ``(|t| − λ)_+`` on the atom with
+    sign ``t`` (THEORY §7), so each atom fires with probability
+    ``P(t > λ) = ½·1[a > λ]``.
+    """
+    a, lam = _arr(amplitude, "amplitude"), _arr(lam, "lam")
+    return jnp.where(a > lam, 0.5, 0.0).astype(jnp.result_type(a, lam))
+
+
+@eqx.filter_jit
+def antipodal_rate_gaussian(*, sigma, lam) -> Float[Array, "..."]:
+    """Predicted firing rate of each atom of ``±v`` for ``t ~ N(0, σ²)``:
+    ``P(t > λ) = ½ erfc(λ / (σ√2))`` (THEORY §7)."""
+    sigma, lam = _arr(sigma, "sigma"), _arr(lam, "lam")
+    return 0.5 * jax.scipy.special.erfc(lam / (sigma * jnp.sqrt(2.0)))
+
+
+@eqx.filter_jit
+def antipodal_codes(t: Float[Array, " N"], lam) -> Float[Array, "N 2"]:
+    """Predicted codes on the pair ``(+v, −v)`` of points ``t_n v``: ``((t−λ)_+, (−t−λ)_+)``."""
+    return jnp.stack([jnp.maximum(t - lam, 0), jnp.maximum(-t - lam, 0)], axis=-1)
+
+
+class ResidualDecomposition(eqx.Module):
+    """The split (R) of residuals at KKT codes: ``r_n = λ D_S G_S⁻¹ 1 + r_n^⊥``.
+
+    Attributes:
+        shrinkage: ``(N, d)`` ``λ D_S G_S⁻¹ 1`` (zero for points with no active atom).
+        orthogonal: ``(N, d)`` ``r_n − shrinkage_n``; ``⟂ span(D_S)`` at KKT codes.
+        residual: ``(N, d)`` ``r_n = x_n − b − D z_n``.
+        point_share: ``(N,)`` ``‖shrinkage_n‖² / ‖r_n‖²`` (0 where ``r_n = 0``).
+        share: scalar ``Σ‖shrinkage_n‖² / Σ‖r_n‖²``: the share of residual energy
+            in the shrinkage component.
+        orthogonality: scalar ``max_{n,k∈S_n} |d_kᵀ r_n^⊥| / λ`` (0 at exact KKT).
+    """
+
+    shrinkage: Float[Array, "N d"]
+    orthogonal: Float[Array, "N d"]
+    residual: Float[Array, "N d"]
+    point_share: Float[Array, " N"]
+    share: Float[Array, ""]
+    orthogonality: Float[Array, ""]
+
+
+@eqx.filter_jit
+def _decompose(dictionary, X, Z, lam, threshold):
+    atoms, mask = dictionary.atoms, dictionary.mask
+    Zm = jnp.where(mask, Z, 0)
+    R = X - dictionary.bias - Zm @ atoms
+    active = Zm > threshold
+    G = atoms @ atoms.T
+    eye = jnp.eye(G.shape[0], dtype=G.dtype)
+
+    def one(act):
+        both = act[:, None] & act[None, :]
+        # Inactive rows/columns become the identity, so the solve is the active block's.
+        Gs = jnp.where(both, G, eye)
+        w = jnp.linalg.solve(Gs, act.astype(G.dtype))
+        return lam * (jnp.where(act, w, 0) @ atoms)
+
+    S = jax.vmap(one)(active)
+    Rp = R - S
+    e_r = jnp.sum(R * R, axis=1)
+    e_s = jnp.sum(S * S, axis=1)
+    tiny = jnp.finfo(R.dtype).tiny
+    point = jnp.where(e_r > tiny, e_s / jnp.where(e_r > tiny, e_r, 1), 0)
+    share = jnp.sum(e_s) / jnp.maximum(jnp.sum(e_r), tiny)
+    orth = jnp.max(jnp.where(active, jnp.abs(Rp @ atoms.T), 0), initial=0) / lam
+    return ResidualDecomposition(S, Rp, R, point, share, orth)
+
+
+def residual_decomposition(
+    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam, *, threshold=0.0
+) -> ResidualDecomposition:
+    """Decompose residuals into the shrinkage component and the rest, (R) of THEORY §3:
+
+        r_n = λ D_S G_S⁻¹ 1 + r_n^⊥,   S = S_n = {k : z_kn > threshold}.
+
+    At KKT codes ``D_Sᵀ r_n = λ1``, so ``r_n^⊥ ⟂ span(D_S)`` and the two parts are
+    orthogonal; ``orthogonality`` measures how far given codes are from that.
+
+    Args:
+        dictionary: ``(D, b, mask)``; the active Gram blocks must be invertible.
+        X: data ``(N, d)``; Z: codes ``(N, K)``; lam: λ > 0.
+        threshold: codes above it count as active (0 for exact codes).
+
+    Example:
+        >>> sol = jaxsae.sparse_code(D, X, 0.1)
+        >>> dec = jaxsae.residual_decomposition(D, X, sol.codes, 0.1)
+        >>> float(dec.share)   # share of residual energy fixed by the supports alone
+    """
+    X = check_data(X, dictionary.n_features, dictionary.dtype)
+    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
+    check_rank(Z, 2, "Z", "(N, K)")
+    if Z.shape != (X.shape[0], dictionary.n_atoms):
+        raise ValueError(
+            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
+        )
+    lam = check_lam(lam, dictionary.dtype)
+    thr = jnp.asarray(threshold, dictionary.dtype)
+    return _decompose(dictionary, X, Z, lam, thr)
