@@ -17,3 +17,4 @@ from ._patches import (
     patch_positions as patch_positions,
     sample_images_gray as sample_images_gray,
 )
+from . import synthetic as synthetic
