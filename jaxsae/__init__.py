@@ -16,6 +16,21 @@ from .io._dictionary_file import (
 from .certificates._wide import wide_bound as wide_bound
 from .certificates._first_order import Certificate as Certificate, certify as certify
 
+# Second order, GS10 λ → 0 checks for bases, splitting and adding atoms (THEORY §4, §5)
+from .certificates._second_order import (
+    DenseHessian as DenseHessian,
+    SecondOrder as SecondOrder,
+    second_order as second_order,
+    second_order_dense as second_order_dense,
+)
+from .certificates._hessian import RiemannianHessian as RiemannianHessian
+from .certificates._gs10 import GS10Check as GS10Check, gs10_check as gs10_check
+from .certificates._splitting import (
+    add_atom_gain as add_atom_gain,
+    split_atom as split_atom,
+    split_scores as split_scores,
+)
+
 # SAEs: modules, training, SAELens files, amortisation gap, metrics (THEORY §1, §7b)
 from .models._activations import (
     AbstractActivation as AbstractActivation,
@@ -47,6 +62,18 @@ from .certificates._amortisation import (
 )
 from .learning._train_sae import TrainResult as TrainResult, TrainState as TrainState, train_sae as train_sae
 from .io._saelens import load_sae as load_sae, load_sae_certificate as load_sae_certificate, save_sae as save_sae
+
+# Dictionary learning on the joint problem (THEORY §0, (A))
+from .learning._dl_policy import (
+    AbstractDeadAtomPolicy as AbstractDeadAtomPolicy,
+    KeepDead as KeepDead,
+    ReseedDead as ReseedDead,
+)
+from .learning._dictionary_learning import (
+    DictionaryHistory as DictionaryHistory,
+    LearningResult as LearningResult,
+    learn_dictionary as learn_dictionary,
+)
 
 # Phenomena (THEORY §7): predictions before learning, measurements after
 from . import phenomena as phenomena
