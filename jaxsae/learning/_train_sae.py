@@ -87,7 +87,10 @@ def _train_step(static, state: TrainState):
         state.sae, X, lam_t, penalty
     )
     params = eqx.filter(state.sae, eqx.is_inexact_array)
-    updates, opt_state = optimizer.update(grads, state.opt_state, params)
+    # optax mixes Python floats with int32 step counts, which strict promotion rejects.
+    with jax.numpy_dtype_promotion("standard"):
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        lr_now = jnp.nan if schedule_lr is None else schedule_lr(state.step)
     sae = eqx.apply_updates(state.sae, updates)
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
@@ -108,7 +111,7 @@ def _train_step(static, state: TrainState):
         "explained_variance": _metrics.explained_variance(X, X_hat),
         "shrinkage": _metrics.shrinkage(X, X_hat),
         "lam": lam_t,
-        "lr": jnp.nan if schedule_lr is None else schedule_lr(state.step),
+        "lr": lr_now,
     }
     return new, metrics
 
