@@ -167,7 +167,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
     Yc = Xc - dictionary.bias
     if codes_given:
         Zc = jnp.where(mask, Zc, 0)
-        opt = sparse_code(dictionary, Xc, lam, init=jnp.maximum(Zc, 0)).codes
+        opt = sparse_code(dictionary, Xc, lam).codes  # cold start: SAE codes can be far off
         Ropt = Yc - opt @ atoms
         opt_obj = 0.5 * jnp.sum(Ropt * Ropt, axis=1) + lam * jnp.sum(opt, axis=1)
     else:

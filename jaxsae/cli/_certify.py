@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 NAME = "certify"
 HELP = "certify a dictionary (or an SAE's decoder) on data: codes, atoms (A), pairs (P), residuals (R), width (W)"
 EPILOG = """examples:
@@ -52,6 +54,12 @@ def run(args) -> int:
     import jaxsae
     from jaxsae.io._atomic import atomic_write_json
 
+    if args.out is not None:
+        folder = Path(args.out).parent
+        if not folder.is_dir():  # fail before the computation, not after it
+            raise ValueError(
+                f"cannot write {args.out}: folder {folder} does not exist. Create it first."
+            )
     dtype = np.float32 if args.float32 else np.float64
     X = np.asarray(jaxsae.load_array(args.data, key=args.key), dtype=dtype)
     if args.dictionary is not None:
