@@ -164,8 +164,8 @@ def hierarchy(
     (all orthonormal, so ``(1 + n_children) · n_parents ≤ dim``). Each parent
     fires independently with probability ``p_parent``; when it fires it is alone
     with probability ``p_alone``, otherwise exactly one child (uniform) fires
-    with it. Parent magnitude ``α``, child magnitude ``β`` (``β/α`` is the
-    magnitude ratio), each multiplied by ``1 + jitter·U(−1, 1)``. A point of a
+    with it. Parent magnitude ``α``, child magnitude ``β`` (scalars or one per
+    parent, ``(n_parents,)``; ``β/α`` is the magnitude ratio), each multiplied by ``1 + jitter·U(−1, 1)``. A point of a
     parent with child c is ``αp + βc`` (THEORY §7, absorption).
     ``labels`` holds the child index (feature index) of the first parent's
     child, or ``-1``.
@@ -186,11 +186,10 @@ def hierarchy(
     child = jax.random.randint(kc, (n_points, n_parents), 0, n_children)
     scale = 1 + jitter * jax.random.uniform(kj, (n_points, F), dtype, minval=-1, maxval=1)
     child_on = on[..., None] & ~alone[..., None] & (child[..., None] == jnp.arange(n_children))
+    a = jnp.broadcast_to(jnp.asarray(alpha, dtype), (n_parents,))
+    b = jnp.broadcast_to(jnp.asarray(beta, dtype), (n_parents,))
     block = jnp.concatenate(
-        [
-            jnp.where(on, jnp.asarray(alpha, dtype), 0)[..., None],
-            jnp.where(child_on, jnp.asarray(beta, dtype), 0),
-        ],
+        [jnp.where(on, a, 0)[..., None], jnp.where(child_on, b[:, None], 0)],
         axis=-1,
     )
     codes = block.reshape(n_points, F) * scale

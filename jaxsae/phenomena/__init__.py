@@ -24,6 +24,7 @@ from ._measurements import (
 )
 from ._predictions import (
     ResidualDecomposition as ResidualDecomposition,
+    SplitPrediction as SplitPrediction,
     absorbed_directions as absorbed_directions,
     absorption_critical_lam as absorption_critical_lam,
     absorption_gain as absorption_gain,
@@ -33,4 +34,5 @@ from ._predictions import (
     antipodal_rate_binary as antipodal_rate_binary,
     antipodal_rate_gaussian as antipodal_rate_gaussian,
     residual_decomposition as residual_decomposition,
+    split_prediction as split_prediction,
 )

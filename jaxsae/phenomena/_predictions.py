@@ -191,3 +191,61 @@ def residual_decomposition(
     lam = check_lam(lam, dictionary.dtype)
     thr = jnp.asarray(threshold, dictionary.dtype)
     return _decompose(dictionary, X, Z, lam, thr)
+
+
+class SplitPrediction(eqx.Module):
+    """Which atom splits first as the width grows, and into what (THEORY §5).
+
+    Attributes:
+        atom: index ``k*`` of the largest split score.
+        scores: ``(K,)`` split scores ``s_k`` (``jaxsae.split_scores``).
+        directions: ``(K, d)`` split directions ``v_k`` (unit, ``⟂ d_k``).
+        children: ``(2, d)`` predicted atoms after splitting ``k*``: by (A') each
+            copy is the code-weighted centroid of the partial data
+            ``y_n = r_n + z_kn d_k`` of the points on its side of ``v``
+            (``sign(vᵀ r_n)``), normalised.
+    """
+
+    atom: Array
+    scores: Float[Array, " K"]
+    directions: Float[Array, "K d"]
+    children: Float[Array, "2 d"]
+
+
+def split_prediction(
+    dictionary: Dictionary, X: Float[Array, "N d"], lam, *, codes=None, key=None
+) -> SplitPrediction:
+    """Predict the first split of a dictionary as it widens (THEORY §5).
+
+    The atom with the largest split score ``s_k = max_{v ⟂ d_k} (1/N) Σ_n z_kn |vᵀr_n|``
+    splits first, along ``v_k``; its two children are predicted by (A') from the
+    points on each side of ``v_k``.
+
+    Example:
+        >>> pred = jaxsae.phenomena.split_prediction(D, X, 0.1, codes=Z)
+        >>> int(pred.atom), pred.children   # compare with the (K+1)-atom optimum
+    """
+    from ..certificates._splitting import split_scores  # the certificate layer's L1-PCA
+
+    X = check_data(X, dictionary.n_features, dictionary.dtype)
+    lam = check_lam(lam, dictionary.dtype)
+    if codes is None:
+        from ..solvers._lasso import sparse_code
+
+        codes = sparse_code(dictionary, X, lam).codes
+    scores, V = split_scores(dictionary, X, lam, codes=codes, key=key)
+    return _children(dictionary, X, codes, scores, V)
+
+
+@eqx.filter_jit
+def _children(dictionary, X, codes, scores, V):
+    Z = jnp.where(dictionary.mask, codes, 0)
+    R = X - dictionary.bias - Z @ dictionary.atoms
+    k = jnp.argmax(scores)
+    zk, dk, v = Z[:, k], dictionary.atoms[k], V[k]
+    Y = R + zk[:, None] * dk
+    side = (R @ v) >= 0
+    plus = jnp.sum(jnp.where(side, zk, 0)[:, None] * Y, axis=0)
+    minus = jnp.sum(jnp.where(side, 0, zk)[:, None] * Y, axis=0)
+    kids = jnp.stack([plus, minus])
+    return SplitPrediction(k, scores, V, kids / jnp.linalg.norm(kids, axis=1, keepdims=True))
