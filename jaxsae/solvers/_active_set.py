@@ -1,57 +1,96 @@
 """Exact active-set polishing of nonnegative-lasso codes (THEORY §1).
 
-On a support ``S`` the optimal codes solve ``G_SS z_S = D_Sᵀ y − λ1``. Starting
-from an approximate iterate, a primal–dual active-set (PDAS) iteration restricted
-to a fixed-size candidate set (the current support plus the strongest KKT
-violators) drops negative codes and adds violating atoms until the support is
-stable; the codes are then exact to rounding. Everything is per point and
-fixed-shape, so it vmaps.
+On a support ``S`` the optimal codes solve ``G_SS z_S = D_Sᵀ y − λ1``. From an
+approximate iterate, a primal–dual active-set (PDAS) iteration restricted to a
+fixed-size candidate set (the current support plus the strongest KKT violators)
+drops negative codes and adds violating atoms until the support is stable.
+The support is identified in a cheap dtype (float32) and the codes are then
+solved once more, exactly, in the working dtype, where a final PDAS check
+corrects any change. Everything is batched over points with fixed shapes, so
+it jits, vmaps and chunks.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
 
-def candidate_indices(z, g_minus_lam, mask, cap: int):
-    """The ``cap`` most promising atoms of one point: active first, then violators."""
-    span = jnp.max(jnp.abs(jnp.where(mask, g_minus_lam, 0))) + 1
-    score = jnp.where(z > 0, z + 2 * span, g_minus_lam)
+def candidate_indices(Z, g_minus_lam, mask, cap: int):
+    """The ``cap`` most promising atoms of each point: active first, then violators.
+
+    Scores are ranked in float32 (``top_k`` is much cheaper there); ranking only
+    picks candidates, it never decides optimality.
+    """
+    Z = Z.astype(jnp.float32)
+    gml = jnp.where(mask, g_minus_lam.astype(jnp.float32), 0)
+    span = jnp.max(jnp.abs(gml), axis=-1, keepdims=True) + 1
+    score = jnp.where(Z > 0, Z + 2 * span, gml)
     score = jnp.where(mask, score, -jnp.inf)
     top, idx = jax.lax.top_k(score, cap)
     return idx, jnp.isfinite(top), top > 0
 
 
+def gather_gram(G, idx):
+    """``G[idx_i, idx_j]`` for index sets ``idx`` of shape ``(..., c)`` → ``(..., c, c)``."""
+    return G[idx[..., :, None], idx[..., None, :]]
+
+
 def solve_on_support(Gc, rhs, active):
-    """Solve ``G_SS z_S = rhs_S`` with ``z = 0`` off ``S`` (a masked Cholesky solve)."""
+    """Solve ``G_SS z_S = rhs_S`` with ``z = 0`` off ``S`` (masked Cholesky; batched)."""
     a = active.astype(Gc.dtype)
-    M = Gc * a[:, None] * a[None, :] + jnp.diag(1 - a)
-    factor = jsl.cho_factor(M, lower=True)
-    return jsl.cho_solve(factor, rhs * a) * a
+    eye = jnp.eye(Gc.shape[-1], dtype=Gc.dtype)
+    M = Gc * a[..., :, None] * a[..., None, :] + eye * (1 - a)[..., None, :]
+    L = jax.lax.linalg.cholesky(M, symmetrize_input=False)
+    y = jax.lax.linalg.triangular_solve(L, (rhs * a)[..., :, None], left_side=True, lower=True)
+    x = jax.lax.linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)
+    return x[..., 0] * a
 
 
-def pdas_point(z, b, G, lam, mask, cap: int, n_iter: int):
-    """Polish one point's codes; returns the candidate codes scattered into ``(K,)``.
+def pdas(Gc, bc, active, valid, max_iter: int):
+    """PDAS on the candidate sets until no support changes (at most ``max_iter`` solves).
+
+    Returns the final support and the codes solved on it (``(..., c)`` each).
+    """
+
+    def body(state):
+        active, _, _, k = state
+        zc = solve_on_support(Gc, bc, active)
+        gc = bc - jnp.einsum("...ij,...j->...i", Gc, zc)
+        new = valid & ((active & (zc > 0)) | (~active & (gc > 0)))
+        return new, zc, jnp.any(new != active), k + 1
+
+    def cond(state):
+        _, _, changed, k = state
+        return changed & (k < max_iter)
+
+    zc0 = jnp.zeros(bc.shape, bc.dtype)
+    active, zc, _, _ = jax.lax.while_loop(cond, body, (active & valid, zc0, jnp.array(True), 0))
+    return active, zc
+
+
+def polish(Z, B, G, lam, mask, cap: int, n_iter: int, ident_dtype, ident_iter: int):
+    """Exact codes on the supports identified from ``Z`` (batched over points).
+
+    With a cheaper ``ident_dtype`` than the working dtype, ``ident_iter`` PDAS
+    solves in ``ident_dtype`` find the support and ``n_iter`` more in the working
+    dtype make it exact (``n_iter = 1``: a single solve, checked by the caller's
+    duality gap). Otherwise ``n_iter`` PDAS solves in the working dtype.
 
     Args:
-        z: ``(K,)`` current nonnegative codes.
-        b: ``(K,)`` ``Dᵀy``.
-        G: ``(K, K)`` Gram matrix.
+        Z: ``(N, K)`` nonnegative iterate; B: ``(N, K)`` ``= Y Dᵀ``; G: ``(K, K)`` Gram.
         cap: candidate-set size (static).
-        n_iter: PDAS iterations (static).
+    Returns:
+        ``(N, K)`` codes (zero off the candidates).
     """
-    g_minus_lam = b - G @ z - lam
-    idx, valid, active = candidate_indices(z, g_minus_lam, mask, cap)
-    Gc = G[idx][:, idx]
-    bc = b[idx] - lam
-
-    def body(_, active):
-        zc = solve_on_support(Gc, bc, active)
-        gc = bc - Gc @ zc
-        return valid & ((active & (zc > 0)) | (~active & (gc > 0)))
-
-    active = jax.lax.fori_loop(0, n_iter, body, active & valid)
-    zc = jnp.maximum(solve_on_support(Gc, bc, active), 0)
-    return jnp.zeros_like(z).at[idx].set(jnp.where(valid, zc, 0), unique_indices=True)
+    Gi = G.astype(ident_dtype)
+    g_minus_lam = B.astype(ident_dtype) - Z.astype(ident_dtype) @ Gi - lam.astype(ident_dtype)
+    idx, valid, active = candidate_indices(Z, g_minus_lam, mask, cap)
+    Gc = gather_gram(G, idx)
+    bc = jnp.take_along_axis(B, idx, axis=-1) - lam
+    if jnp.dtype(ident_dtype) != Gc.dtype:
+        active, _ = pdas(Gc.astype(ident_dtype), bc.astype(ident_dtype), active, valid, ident_iter)
+    active, zc = pdas(Gc, bc, active, valid, n_iter)
+    zc = jnp.where(valid & active, jnp.maximum(zc, 0), 0)
+    rows = jnp.arange(Z.shape[0])[:, None]
+    return jnp.zeros_like(Z).at[rows, idx].set(zc, unique_indices=True)

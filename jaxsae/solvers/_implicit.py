@@ -16,7 +16,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from ._active_set import solve_on_support
+from ._active_set import gather_gram, solve_on_support
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(6,))
@@ -38,7 +38,7 @@ def _implicit_codes_jvp(cap, primals, tangents):
     def point(z, rhs_n):
         top, idx = jax.lax.top_k(jnp.where(mask, z, 0), cap)
         active = top > 0
-        dz = solve_on_support(G[idx][:, idx], rhs_n[idx], active)
+        dz = solve_on_support(gather_gram(G, idx), rhs_n[idx], active)
         return jnp.zeros_like(z).at[idx].set(dz, unique_indices=True)
 
     return Z, jax.vmap(point)(Z, rhs)

@@ -86,7 +86,9 @@ def kkt_from_parts(Z, G, R, lam, mask) -> KKTResidual:
     )
 
 
-def kkt_residual(dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam) -> KKTResidual:
+def kkt_residual(
+    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam
+) -> KKTResidual:
     """KKT residuals and duality gaps of codes ``Z`` for ``min_{z≥0} ½‖y−Dz‖² + λ1ᵀz`` (THEORY §1).
 
     KKT (necessary and sufficient): ``z_kn ≥ 0``, ``g_kn ≤ λ``, ``z_kn(λ − g_kn) = 0``

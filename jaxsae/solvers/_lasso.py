@@ -23,7 +23,8 @@ from jaxtyping import Array, Float, Int
 
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
-from ._active_set import pdas_point
+from ._active_set import polish
+from ._bcd import bcd, block_lipschitz
 from ._implicit import implicit_codes
 from ._kkt import kkt_from_parts
 from ._results import RESULTS
@@ -55,77 +56,125 @@ def default_tol(dtype) -> float:
     return 1e-12 if jnp.dtype(dtype) == jnp.float64 else 1e-5
 
 
-def _lipschitz(G, n_iter: int = 60):
-    """``λ_max(G)`` by power iteration (an upper estimate after a 2% margin)."""
-    v = jnp.ones(G.shape[0], G.dtype) / jnp.sqrt(G.shape[0])
-
-    def body(_, v):
-        w = G @ v
-        return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(G.dtype).tiny)
-
-    v = jax.lax.fori_loop(0, n_iter, body, v)
-    return 1.02 * jnp.maximum(v @ G @ v, jnp.finfo(G.dtype).tiny) + jnp.finfo(G.dtype).eps
-
-
 def _evaluate(atoms, Yc, Z, lam, mask):
     """Exact per-point residuals in the data space (no ``‖y‖² − …`` cancellation)."""
     R = Yc - Z @ atoms
     return kkt_from_parts(Z, R @ atoms.T, R, lam, mask)
 
 
-def _fista(Z, G, B, lam, L, mask, frozen, n_steps: int):
-    """``n_steps`` of FISTA with gradient restart on ``½zᵀGz − (b − λ)ᵀz``, ``z ≥ 0``."""
-    shift = jnp.where(mask, B - lam, -jnp.inf)
+class _Problem(eqx.Module):
+    """What every round needs, computed once per chunk."""
 
-    def body(_, carry):
-        Z, Zprev, t = carry
-        beta = (t - 1) / (t + 1 + 2 * jnp.sqrt(t))
-        Yk = Z + beta[:, None] * (Z - Zprev)
-        grad = Yk @ G - shift
-        Znew = jnp.maximum(Yk - grad / L, 0)
-        restart = jnp.sum((Yk - Znew) * (Znew - Z), axis=1) > 0
-        tnew = jnp.where(restart, 1.0, 0.5 * (1 + jnp.sqrt(1 + 4 * t * t)))
-        Znew = jnp.where(frozen[:, None], Z, Znew)
-        return Znew, jnp.where(restart[:, None], Znew, Z), tnew.astype(t.dtype)
-
-    t0 = jnp.ones(Z.shape[0], Z.dtype)
-    Z, _, _ = jax.lax.fori_loop(0, n_steps, body, (Z, Z, t0))
-    return Z
+    atoms: Array
+    mask: Array
+    lam: Array
+    G: Array
+    Ls: Array
+    cfg: tuple = eqx.field(static=True)  # (sweeps, block, inner, cap, pdas_iter)
 
 
-def _solve_chunk(atoms, mask, Yc, lam, Z0, tol, max_steps: int, fista_steps: int, cap: int, pdas_iter: int):
-    G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
-    B = Yc @ atoms.T
-    L = _lipschitz(G)
-    scale = 0.5 * jnp.sum(Yc * Yc, axis=1)
-    tiny = jnp.finfo(Yc.dtype).tiny
-    Z0 = jnp.where(mask, jnp.maximum(Z0, 0), 0)
-    res0 = _evaluate(atoms, Yc, Z0, lam, mask)
-    done0 = res0.gap <= tol * scale + tiny
-    polish = jax.vmap(pdas_point, in_axes=(0, 0, None, None, None, None, None))
+def _round(P: _Problem, Z, gap, kkt, Yc, B, ident, cap: int, compare_start: bool):
+    """One round for a batch of points: BCD in ``ident`` dtype, then the exact polish.
+
+    The polished codes are accepted per point only where they lower the duality
+    gap. Otherwise the point keeps the better of its start and the BCD iterate
+    (``compare_start``), or the BCD iterate with an unknown (infinite) gap.
+    """
+    sweeps, block, inner, _, pdas_iter = P.cfg
+    dtype = Yc.dtype
+    lam_i = P.lam.astype(ident)
+    Zb = bcd(
+        Z.astype(ident),
+        P.G.astype(ident),
+        B.astype(ident),
+        lam_i,
+        P.mask,
+        P.Ls.astype(ident),
+        sweeps,
+        block,
+        inner,
+    )
+    Zb = Zb.astype(dtype)
+    if compare_start:
+        res_b = _evaluate(P.atoms, Yc, Zb, P.lam, P.mask)
+        better = res_b.gap < gap
+        Z = jnp.where(better[:, None], Zb, Z)
+        gap, kkt = jnp.where(better, res_b.gap, gap), jnp.where(better, res_b.kkt, kkt)
+    else:
+        Z, gap, kkt = Zb, jnp.full_like(gap, jnp.inf), jnp.full_like(kkt, jnp.inf)
+    if jnp.dtype(ident) == jnp.dtype(dtype):
+        Zp = polish(Zb, B, P.G, P.lam, P.mask, cap, pdas_iter, ident, 0)
+    else:  # identify the support in `ident`, then one exact solve; stragglers get later rounds
+        Zp = polish(Zb, B, P.G, P.lam, P.mask, cap, 1, ident, 3)
+    res_p = _evaluate(P.atoms, Yc, Zp, P.lam, P.mask)
+    use = (res_p.gap < gap) & jnp.isfinite(res_p.gap)
+    return (
+        jnp.where(use[:, None], Zp, Z),
+        jnp.where(use, res_p.gap, gap),
+        jnp.where(use, res_p.kkt, kkt),
+    )
+
+
+def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
+    """Certified codes for a block of points.
+
+    Round 1 runs on every point with float32 identification (for float64
+    problems). Later rounds run in the working dtype, with a doubled candidate
+    cap, on a fixed-size batch of the points not yet certified (gathered,
+    solved, scattered back) until every point is certified or ``max_steps``.
+    """
+    dtype, N, K = Yc.dtype, Yc.shape[0], P.atoms.shape[0]
+    cap = P.cfg[3]
+    ident = jnp.float32 if jnp.dtype(dtype).itemsize > 4 else dtype
+    B = Yc @ P.atoms.T
+    thresh = tol * 0.5 * jnp.sum(Yc * Yc, axis=1) + jnp.finfo(dtype).tiny
+    Z0 = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
+    res0 = (
+        kkt_from_parts(Z0, B, Yc, P.lam, P.mask)
+        if cold
+        else _evaluate(P.atoms, Yc, Z0, P.lam, P.mask)
+    )
+    gap0, kkt0 = res0.gap, res0.kkt
+    done0 = gap0 <= thresh
+
+    def first(_):
+        Z, gap, kkt = _round(P, Z0, gap0, kkt0, Yc, B, ident, cap, compare_start=not cold)
+        keep = done0[:, None]
+        return jnp.where(keep, Z0, Z), jnp.where(done0, gap0, gap), jnp.where(done0, kkt0, kkt)
+
+    Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: (Z0, gap0, kkt0), first, None)
+    steps = (~done0).astype(jnp.int32)
+    M = max(1, -(-N // 8))
+    cap2 = min(K, max(cap, 2 * cap))
 
     def cond(state):
-        _, _, done, _, k = state
-        return (k < max_steps) & ~jnp.all(done)
+        _, gap, _, _, k = state
+        return (k < max_steps) & jnp.any(~(gap <= thresh))
 
     def body(state):
-        Z, gap, done, steps, k = state
-        Zf = _fista(Z, G, B, lam, L, mask, done, fista_steps)
-        gap_f = _evaluate(atoms, Yc, Zf, lam, mask).gap
-        Zp = polish(Zf, B, G, lam, mask, cap, pdas_iter)
-        gap_p = _evaluate(atoms, Yc, Zp, lam, mask).gap
-        use_p = (gap_p < gap_f) & jnp.isfinite(gap_p)
-        Znew = jnp.where(use_p[:, None], Zp, Zf)
-        gnew = jnp.where(use_p, gap_p, gap_f)
-        Znew = jnp.where(done[:, None], Z, Znew)
-        gnew = jnp.where(done, gap, gnew)
-        steps = steps + (~done).astype(steps.dtype)
-        return Znew, gnew, done | (gnew <= tol * scale + tiny), steps, k + 1
+        Z, gap, kkt, steps, k = state
+        sel = jnp.nonzero(~(gap <= thresh), size=M, fill_value=N)[0]
+        take = jnp.minimum(sel, N - 1)
+        Zs, gs, ks = _round(
+            P, Z[take], gap[take], kkt[take], Yc[take], B[take], dtype, cap2, compare_start=True
+        )
+        put = dict(mode="drop", unique_indices=True)
+        Z, gap, kkt = (
+            Z.at[sel].set(Zs, **put),
+            gap.at[sel].set(gs, **put),
+            kkt.at[sel].set(ks, **put),
+        )
+        return Z, gap, kkt, steps.at[sel].add(1, **put), k + 1
 
-    steps0 = jnp.zeros(Yc.shape[0], jnp.int32)
-    Z, _, done, steps, _ = jax.lax.while_loop(cond, body, (Z0, res0.gap, done0, steps0, 0))
-    res = _evaluate(atoms, Yc, Z, lam, mask)
-    return Z, res.gap, res.kkt, res.gap <= tol * scale + tiny, steps
+    state = (Z, gap, kkt, steps, jnp.asarray(1, jnp.int32))
+    Z, gap, kkt, steps, _ = jax.lax.while_loop(cond, body, state)
+
+    def final(_):
+        res = _evaluate(P.atoms, Yc, Z, P.lam, P.mask)
+        return res.gap, res.kkt
+
+    gap, kkt = jax.lax.cond(jnp.all(jnp.isfinite(gap)), lambda _: (gap, kkt), final, None)
+    return Z, gap, kkt, gap <= thresh, steps
 
 
 def _chunked(fn, Yc, Z0, chunk_size):
@@ -141,19 +190,26 @@ def _chunked(fn, Yc, Z0, chunk_size):
 
 
 @eqx.filter_jit
-def _sparse_code(dictionary, X, lam, init, tol, max_steps, fista_steps, cap, pdas_iter, chunk_size):
+def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size):
     atoms, mask = dictionary.atoms, dictionary.mask
     Yc = X - dictionary.bias
+    G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
+    P = _Problem(atoms=atoms, mask=mask, lam=lam, G=G, Ls=block_lipschitz(G, cfg[1]), cfg=cfg)
+    cold = init is None
+    Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), X.dtype) if cold else init
 
     def solve(Yc, Z0):
-        return _solve_chunk(atoms, mask, Yc, lam, Z0, tol, max_steps, fista_steps, cap, pdas_iter)
+        return _solve_chunk(P, Yc, Z0, tol, max_steps, cold)
 
-    Z, gap, kkt, conv, steps = _chunked(solve, Yc, init, chunk_size)
+    Z, gap, kkt, conv, steps = _chunked(solve, Yc, Z0, chunk_size)
     # Differentiable view of the solution: implicit differentiation on the active set.
-    Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap)
+    cap_implicit = min(atoms.shape[0], 2 * cfg[3])
+    Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap_implicit)
     finite = jnp.all(jnp.isfinite(gap))
     result = RESULTS.where(
-        finite, RESULTS.where(jnp.all(conv), RESULTS.successful, RESULTS.max_steps_reached), RESULTS.nonfinite
+        finite,
+        RESULTS.where(jnp.all(conv), RESULTS.successful, RESULTS.max_steps_reached),
+        RESULTS.nonfinite,
     )
     return CodeSolution(codes=Z, gap=gap, kkt=kkt, converged=conv, steps=steps, result=result)
 
@@ -164,11 +220,11 @@ def sparse_code(
     lam,
     *,
     tol: float | None = None,
-    max_steps: int = 200,
+    max_steps: int = 100,
     init: Float[Array, "N K"] | None = None,
     chunk_size: int | None = None,
     support_cap: int | None = None,
-    fista_steps: int = 20,
+    sweeps: int = 8,
     throw: bool = False,
 ) -> CodeSolution:
     """Optimal nonnegative codes with a duality-gap certificate (THEORY §1).
@@ -180,18 +236,27 @@ def sparse_code(
     the atoms, the bias, the data and λ by implicit differentiation on the
     active set (``G_SS ż_S = Ḋ_Sᵀ r + D_Sᵀ(ẏ − Ḋ z) − λ̇ 1``).
 
+    Method (per round): block coordinate descent on the Gram form identifies
+    the supports (in float32 for float64 problems), a primal–dual active-set
+    iteration on the support plus the strongest violators makes them exact, and
+    the codes are solved once more on the final support in the working dtype.
+    Polished codes are kept only where they lower the gap. The first round
+    covers every point; later rounds revisit only the uncertified points.
+
     Args:
         dictionary: the dictionary ``(D, b, mask)``.
         X: data ``(N, d)``.
         lam: λ > 0 (a scalar; may be a traced array, so ``vmap`` over λ works).
         tol: relative gap tolerance; default 1e-12 in float64, 1e-5 in float32.
-        max_steps: maximum number of rounds (each ``fista_steps`` FISTA
-            iterations followed by one exact active-set polish).
-        init: warm-start codes ``(N, K)`` (clipped at 0).
+        max_steps: maximum number of rounds (the first on all points, later
+            ones on up to ``ceil(N/8)`` uncertified points each).
+        init: warm-start codes ``(N, K)`` (clipped at 0); points whose warm
+            start is already certified take no round at all.
         chunk_size: solve this many points at a time (bounded memory for large N).
-        support_cap: largest support the exact polish handles (default
-            ``min(K, d, 64)``; a unique solution has ``|S| ≤ d``).
-        fista_steps: FISTA iterations per round.
+        support_cap: candidate-set size of the first round's exact polish
+            (default ``min(K, d, 40)``; later rounds use twice as many). A
+            unique solution has ``|S| ≤ d``.
+        sweeps: block-coordinate sweeps per round before the polish.
         throw: raise if not every point converged.
 
     Returns:
@@ -205,24 +270,35 @@ def sparse_code(
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
     N, K = X.shape[0], dictionary.n_atoms
-    if init is None:
-        init = jnp.zeros((N, K), dictionary.dtype)
-    else:
+    if init is not None:
         init = as_float_array(init, "init").astype(dictionary.dtype)
         if init.shape != (N, K):
             raise ValueError(f"init must have shape (N, K) = ({N}, {K}), got {tuple(init.shape)}.")
     if max_steps < 1:
         raise ValueError(f"max_steps must be ≥ 1, got {max_steps}.")
+    if sweeps < 1:
+        raise ValueError(f"sweeps must be ≥ 1, got {sweeps}.")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     tol = default_tol(dictionary.dtype) if tol is None else float(tol)
     if not tol > 0:
         raise ValueError(f"tol must be > 0, got {tol}.")
-    cap = min(K, dictionary.n_features, 64) if support_cap is None else min(int(support_cap), K)
+    cap = min(K, dictionary.n_features, 40) if support_cap is None else min(int(support_cap), K)
+    if cap < 1:
+        raise ValueError(f"support_cap must be ≥ 1, got {support_cap}.")
+    cfg = (int(sweeps), 64, 6, cap, 8)  # (sweeps, block, inner steps, cap, PDAS solves)
     sol = _sparse_code(
-        dictionary, X, lam, init, tol, int(max_steps), int(fista_steps), cap, 8,
+        dictionary,
+        X,
+        lam,
+        init,
+        tol,
+        int(max_steps),
+        cfg,
         None if chunk_size is None else int(chunk_size),
     )
     if throw:
-        sol = eqx.tree_at(lambda s: s.codes, sol, sol.result.error_if(sol.codes, sol.result != RESULTS.successful))
+        sol = eqx.tree_at(
+            lambda s: s.codes, sol, sol.result.error_if(sol.codes, sol.result != RESULTS.successful)
+        )
     return sol
