@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _certify, _data, _demo
+from . import _certify, _convert, _convex, _data, _demo, _train
 
 # Subcommands, in the order `jaxsae --help` lists them.
-COMMANDS = [_demo, _data, _certify]
+COMMANDS = [_demo, _train, _certify, _data, _convert, _convex]
 
 
 class UserError(ValueError):
