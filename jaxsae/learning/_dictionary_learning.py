@@ -34,7 +34,9 @@ class DictionaryHistory(eqx.Module):
     """Per-iteration record of ``learn_dictionary``.
 
     Attributes:
-        objective: ``(T,)`` the objective L at each iterate (THEORY §0, per-point mean).
+        objective: ``(T,)`` the objective L at each iterate (THEORY §0, per-point mean);
+            in phase 0 at the approximate codes (an upper bound on F), in phase 1
+            at certified codes (F itself).
         grad_norm: ``(T,)`` ``max_k`` Riemannian gradient norm of F (atoms and bias rows).
         alignment: ``(T,)`` ``max_k ‖d_k − c_k/(λ‖z_k‖₁)‖``, the error in (A).
         time: ``(T,)`` seconds since the start (compilation included).
@@ -72,9 +74,13 @@ def data_init(X, n_atoms: int, *, key, bias=None):
     return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)
 
 
-def make_config(dtype, *, max_steps, warm_steps, tol, memory, dead_atoms, bias, code_tol):
+def make_config(
+    dtype, *, max_steps, warm_steps, tol, memory, dead_atoms, bias, code_tol, inner_steps=10
+):
     if max_steps < 0 or warm_steps < 0:
         raise ValueError(f"max_steps and warm_steps must be ≥ 0, got {max_steps}, {warm_steps}.")
+    if inner_steps < 1:
+        raise ValueError(f"inner_steps must be ≥ 1, got {inner_steps}.")
     if memory < 1:
         raise ValueError(f"memory (L-BFGS pairs) must be ≥ 1, got {memory}.")
     if dead_atoms is None:
@@ -96,7 +102,7 @@ def make_config(dtype, *, max_steps, warm_steps, tol, memory, dead_atoms, bias, 
         "policy": dead_atoms,
         "free_bias": bool(bias),
         "code_tol": (1e-14 if f64 else default_tol(dtype)) if code_tol is None else float(code_tol),
-        "warm_code_tol": 1e-6 if f64 else 1e-4,
+        "inner_steps": int(inner_steps),
         "max_code_steps": 200,
         "max_backtracks": 30,
     }
@@ -111,6 +117,7 @@ def learn_dictionary(
     init: str | Dictionary = "data",
     max_steps: int = 1000,
     warm_steps: int = 20,
+    inner_steps: int = 10,
     tol: float | None = None,
     bias: bool = False,
     memory: int = 10,
@@ -123,9 +130,10 @@ def learn_dictionary(
 
         min_{D ∈ Ob(d,K), b, Z ≥ 0} (1/N) Σ_n [ ½‖x_n − b − D z_n‖² + λ 1ᵀ z_n ]
 
-    Two phases. (1) ``warm_steps`` of alternating minimisation: certified codes
-    (``sparse_code``, warm-started, loose tolerance), then an exact block pass
-    over the atoms, then the dead-atom policy. (2) Riemannian L-BFGS on the
+    Two phases. (1) ``warm_steps`` of alternating minimisation: ``inner_steps``
+    FISTA iterations on the codes (warm-started, so the codes improve across
+    outer steps), then an exact block pass over the atoms, then the dead-atom
+    policy; cheap (no small solves), it finds the basin. (2) Riemannian L-BFGS on the
     reduced objective ``F(D, b) = min_Z L`` over the product of spheres (and
     ``R^d`` for a free bias): envelope gradient ``∇_D F = −(1/N) Σ_n r_n z_nᵀ``
     (THEORY §4) with warm-started certified codes, projection onto each atom's
@@ -152,6 +160,7 @@ def learn_dictionary(
             codes, so a width ``k < K`` is a mask (how ``sweep`` batches widths).
         max_steps: maximum L-BFGS steps (phase 2).
         warm_steps: alternating steps (phase 1).
+        inner_steps: FISTA iterations on the codes per alternating step.
         tol: first-order tolerance; default 1e-10 (float64), 1e-4 (float32).
         bias: learn a free decoder bias ``b`` (initialised at the data mean).
         memory: L-BFGS memory (pairs).

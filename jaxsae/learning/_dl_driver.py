@@ -25,9 +25,9 @@ def _count(name):
 
 
 @eqx.filter_jit
-def _alternating(state, X, lam, mask, policy, free_bias, code_tol, max_code_steps, batched):
+def _alternating(state, X, lam, mask, policy, free_bias, inner_steps, batched):
     _count("alternating")
-    f = lambda s, lm, m: alternating_step(s, X, lm, m, policy, free_bias, code_tol, max_code_steps)
+    f = lambda s, lm, m: alternating_step(s, X, lm, m, policy, free_bias, inner_steps)
     return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
 
 
@@ -78,8 +78,7 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
             mask,
             cfg["policy"],
             *common,
-            cfg["warm_code_tol"],
-            cfg["max_code_steps"],
+            cfg["inner_steps"],
             batched,
         )
         v, g = record(state, 0)

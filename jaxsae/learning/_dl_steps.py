@@ -1,6 +1,6 @@
 """The two phases of ``learn_dictionary`` as pure, vmappable steps.
 
-1. ``alternating_step``: warm-started certified codes at a loose tolerance, then
+1. ``alternating_step``: a few warm-started FISTA iterations on the codes, then
    one exact block-coordinate pass over the atoms (each atom minimises the
    quadratic term with the others fixed — the centroid condition (A') with the
    codes frozen), then the dead-atom policy. Cheap; it finds the basin.
@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
+from ._dl_fista import approximate_codes
 from ._dl_manifold import inner, reduced_gradient, retract, tangent
 from ._dl_polish import exact_on_support
 
@@ -97,11 +98,11 @@ def _freeze(old, new):
     return jax.tree.map(lambda a, b: jnp.where(old.done, a, b), old, new)
 
 
-def alternating_step(state, X, lam, mask, policy, free_bias: bool, code_tol, max_code_steps: int):
+def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: int):
     """One outer step of alternating minimisation (codes, then an exact atom sweep)."""
     P = state.P
-    Z = _codes(P, X, lam, mask, state.codes, code_tol, max_code_steps)
     atoms, bias = P[:-1], P[-1]
+    Z = approximate_codes(atoms, X - bias, lam, mask, state.codes, inner_steps)
     N = X.shape[0]
     Zm = jnp.where(mask, Z, 0)
     A = Zm.T @ Zm / N
