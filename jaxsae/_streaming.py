@@ -12,6 +12,7 @@ reductions; no communication is written by hand.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Callable, Iterable, Iterator
 
 import jax
@@ -46,6 +47,7 @@ def iter_chunks(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    release = _page_release(X)
     pieces = (
         (X[i : i + chunk_size] for i in range(0, X.shape[0], chunk_size))
         if hasattr(X, "shape")
@@ -66,12 +68,45 @@ def iter_chunks(
             piece = piece[take:]
             filled += take
             if filled == chunk_size:
-                yield np.concatenate(buffer), chunk_size
+                chunk = np.concatenate(buffer)
+                release(buffer)
+                yield chunk, chunk_size
                 buffer, filled = [], 0
     if filled:
         chunk = np.concatenate(buffer)
+        release(buffer)
         pad = np.zeros((chunk_size - filled, chunk.shape[1]), chunk.dtype)
         yield np.concatenate([chunk, pad]), filled
+
+
+def _page_release(X) -> Callable[[list], None]:
+    """For a ``numpy.memmap``: a function that drops the pages of copied pieces.
+
+    Pages of a file mapping that were read stay in the process's resident set
+    (they count in RSS) until the kernel needs the memory, so a pass over a
+    2 GB memmap would show 2 GB of RSS. ``MADV_DONTNEED`` unmaps them from this
+    process after each chunk is copied (they stay in the page cache), keeping
+    the resident set bounded by the chunk size.
+    """
+    base = getattr(X, "_mmap", None)
+    # Copy-on-write maps ("c") keep private changes in the pages: never drop those.
+    private = getattr(X, "mode", "r") in ("c", "copyonwrite")
+    if not isinstance(X, np.memmap) or base is None or private or not hasattr(base, "madvise"):
+        return lambda pieces: None
+    start = np.frombuffer(base, dtype=np.uint8).ctypes.data
+    size, page = len(base), mmap.PAGESIZE
+
+    def release(pieces):
+        for piece in pieces:
+            if piece.size == 0 or not piece.flags.c_contiguous:
+                continue
+            lo = piece.ctypes.data - start
+            hi = min(lo + piece.nbytes, size)
+            lo = max(lo // page * page, 0)
+            if hi > lo:
+                base.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+    return release
 
 
 def stream_sum(
