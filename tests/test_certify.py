@@ -264,6 +264,7 @@ def test_given_codes_report_amortisation_gap(problem):
     cert = jaxsae.certify(late, X, LAM, codes=Zs, chunk_size=128)
     expect = jaxsae.objective(late, X, Zs, LAM) - jaxsae.objective(late, X, Z, LAM)
     np.testing.assert_allclose(cert.amortisation_gap, expect, rtol=1e-9)
+    assert 0 <= float(cert.amortisation_gap_error) <= 1e-12  # Z* certified by its duality gap
     np.testing.assert_allclose(cert.objective, jaxsae.objective(late, X, Zs, LAM), rtol=1e-12)
     # the mean duality gap bounds the amortisation gap from above (§1)
     assert float(cert.code_gap) >= float(cert.amortisation_gap) > 0
@@ -304,3 +305,20 @@ def test_second_order_is_attached(problem):
     assert np.isfinite(float(cert.second_order.min_eigenvalue))
     assert cert.second_order.verdict in cert.verdict
     assert "second_order" in cert.to_json()
+
+
+@pytest.mark.slow
+def test_cofiring_antipodal_pair_is_flagged(problem):
+    """Atoms d and −d: optimal codes never fire both on one point (§2); given codes that do are flagged."""
+    X, _, late = problem
+    atoms = late.atoms.at[1].set(-late.atoms[0])
+    D = jaxsae.Dictionary(atoms)
+    Z = jaxsae.sparse_code(D, X, LAM).codes
+    assert not bool(jnp.any((Z[:, 0] > 0) & (Z[:, 1] > 0)))
+    Zs = Z.at[:5, 0].add(0.5).at[:5, 1].add(0.5)  # co-firing on 5 points, same reconstruction
+    cert = jaxsae.certify(D, X, LAM, codes=Zs, chunk_size=128)
+    assert cert.antipodal_pairs() == [(0, 1)]
+    np.testing.assert_allclose(cert.cofire[0, 1], np.sum((Zs[:, 0] > 0) & (Zs[:, 1] > 0)), rtol=0)
+    assert "antipodal pair(s) co-fire" in cert.verdict
+    # the co-firing costs exactly λ·(0.5 + 0.5) per point on 5 of N points
+    np.testing.assert_allclose(cert.amortisation_gap, LAM * 5 / N, rtol=1e-9)

@@ -11,7 +11,7 @@ import jaxsae
 from jaxsae.cli._main import main
 
 SAE_DIR = Path(__file__).parent / "fixtures" / "saelens" / "standard"
-d, K, N, LAM = 8, 16, 40, 0.1
+d, K, N, LAM = 8, 6, 400, 0.1  # the shapes of test_certify.py: compiled code is shared
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def test_certify_dictionary_writes_json(files, capsys):
     tmp, X, D = files
     out = tmp / "cert.json"
     argv = ["certify", "--dictionary", str(tmp / "dict.safetensors"), "--data", str(tmp / "X.npy")]
-    rc = main([*argv, "--lam", str(LAM), "--out", str(out), "--chunk-size", "16"])
+    rc = main([*argv, "--lam", str(LAM), "--out", str(out)])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "First-order certificate" in printed and "verdict:" in printed
@@ -53,11 +53,11 @@ def test_certify_dictionary_writes_json(files, capsys):
 
 @pytest.mark.slow
 def test_certify_sae_reports_amortisation_gap(tmp_path, capsys):
-    X = np.random.default_rng(1).standard_normal((N, d))
+    X = np.random.default_rng(1).standard_normal((40, d))
     np.save(tmp_path / "X.npy", X)
     out = tmp_path / "cert.json"
     argv = ["certify", "--sae", str(SAE_DIR), "--data", str(tmp_path / "X.npy"), "--lam", "0.05"]
-    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out), "--chunk-size", "16"]) == 0
     cert = json.loads(out.read_text())
     sae = jaxsae.load_sae(SAE_DIR).astype(jnp.float64)
     D, Zs = jaxsae.sae_dictionary(sae), jaxsae.sae_codes(sae, jnp.asarray(X))

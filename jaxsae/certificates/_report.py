@@ -57,6 +57,7 @@ def certificate_summary(cert) -> dict[str, float]:
     }
     if cert.codes_given:
         out["amortisation_gap"] = _f(cert.amortisation_gap)
+        out["amortisation_gap_error"] = _f(cert.amortisation_gap_error)
     return out
 
 
