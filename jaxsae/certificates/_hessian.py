@@ -37,7 +37,7 @@ class FrozenSupport(eqx.Module):
     Attributes:
         X: ``(C, m, d)`` data chunks (zero padding).
         weight: ``(C, m)`` 1 for real points, 0 for padding.
-        Z: ``(C, m, K)`` base codes ``z⁰`` (zero off the frozen support).
+        z: ``(C, m, cap)`` base codes ``z⁰`` at ``idx`` (zero off the frozen support).
         idx: ``(C, m, cap)`` atom indices of each point's support (padded).
         active: ``(C, m, cap)`` which gathered entries are in the support.
         Ginv: ``(C, m, cap, cap)`` ``G_SS⁻¹`` (zero outside ``S × S``).
@@ -46,7 +46,7 @@ class FrozenSupport(eqx.Module):
 
     X: Float[Array, "C m d"]
     weight: Float[Array, "C m"]
-    Z: Float[Array, "C m K"]
+    z: Float[Array, "C m cap"]
     idx: Int[Array, "C m cap"]
     active: Bool[Array, "C m cap"]
     Ginv: Float[Array, "C m cap cap"]
@@ -82,24 +82,40 @@ def frozen_support(
     sup = support & dictionary.mask
     Xc, Zc, Sc = _chunk(X, chunk_size), _chunk(Zs, chunk_size), _chunk(sup, chunk_size)
     w = _chunk(jnp.ones(X.shape[0], X.dtype), chunk_size)
-    inv = jax.vmap(
-        jax.vmap(_support_inverse, in_axes=(None, 0, 0, None)), in_axes=(None, 0, 0, None)
-    )
-    idx, active, Ginv = inv(G, Zc, Sc, cap)
-    # One exact solve on the frozen support polishes the codes to rounding error.
-    E = (Xc - dictionary.bias - Zc @ dictionary.atoms) @ dictionary.atoms.T - lam
-    dz = jnp.einsum("cmij,cmj->cmi", Ginv, jnp.take_along_axis(E, idx, axis=2))
-    Zc = jax.vmap(jax.vmap(lambda z, i, v: z.at[i].add(v)))(Zc, idx, dz)
-    return FrozenSupport(Xc, w, Zc, idx, active, Ginv, X.shape[0])
+    inv = jax.vmap(_support_inverse, in_axes=(None, 0, 0, None))
+
+    def one_chunk(args):
+        Xm, Zm, Sm = args
+        idx, active, Ginv = inv(G, Zm, Sm, cap)
+        # One exact solve on the frozen support polishes the codes to rounding error.
+        E = (Xm - dictionary.bias - Zm @ dictionary.atoms) @ dictionary.atoms.T - lam
+        zc = jnp.take_along_axis(Zm, idx, axis=1)
+        zc = zc + jnp.einsum("mij,mj->mi", Ginv, jnp.take_along_axis(E, idx, axis=1))
+        return idx, active, Ginv, jnp.where(active, zc, 0)
+
+    idx, active, Ginv, zc = jax.lax.map(one_chunk, (Xc, Zc, Sc))
+    return FrozenSupport(Xc, w, zc, idx, active, Ginv, X.shape[0])
 
 
-def _chunk_gradient(atoms, bias, lam, X, w, Z0, idx, Ginv):
+def _scatter(idx, values, K: int):
+    """Dense ``(m, K)`` rows from per-point ``(m, cap)`` values at ``idx``."""
+    m = idx.shape[0]
+    return jnp.zeros((m, K), values.dtype).at[jnp.arange(m)[:, None], idx].add(values)
+
+
+def dense_codes(fs: FrozenSupport, K: int) -> Float[Array, "N K"]:
+    """The (polished) base codes as a dense ``(N, K)`` array."""
+    Z = jax.vmap(lambda i, v: _scatter(i, v, K))(fs.idx, fs.z)
+    return Z.reshape(-1, K)[: fs.n_points]
+
+
+def _chunk_gradient(atoms, bias, lam, X, w, z0, idx, Ginv):
     """Summed envelope gradient of one chunk at ``(atoms, bias)`` with ``z = z_lin``."""
     Y = X - bias
+    Z0 = _scatter(idx, z0, atoms.shape[0])
     E = (Y - Z0 @ atoms) @ atoms.T - lam
     Ec = jnp.take_along_axis(E, idx, axis=1)
-    dz = jnp.einsum("mij,mj->mi", Ginv, Ec)
-    Z = Z0 + jax.vmap(lambda z, i, v: z.at[i].add(v))(jnp.zeros_like(Z0), idx, dz)
+    Z = Z0 + _scatter(idx, jnp.einsum("mij,mj->mi", Ginv, Ec), atoms.shape[0])
     R = Y - Z @ atoms
     return -((w[:, None] * Z).T @ R), -(w @ R)
 
@@ -112,7 +128,7 @@ def frozen_gradient(fs: FrozenSupport, atoms, bias, lam):
         return (carry[0] + gA, carry[1] + gb), None
 
     init = (jnp.zeros_like(atoms), jnp.zeros_like(bias))
-    (gA, gb), _ = jax.lax.scan(body, init, (fs.X, fs.weight, fs.Z, fs.idx, fs.Ginv))
+    (gA, gb), _ = jax.lax.scan(body, init, (fs.X, fs.weight, fs.z, fs.idx, fs.Ginv))
     return gA / fs.n_points, gb / fs.n_points
 
 

@@ -25,8 +25,10 @@ from jaxtyping import Array, Float
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
-from ._hessian import RiemannianHessian, frozen_support, riemannian_hessian
+from ._hessian import RiemannianHessian, dense_codes, frozen_support, riemannian_hessian
 from ._lanczos import smallest_eigs
+
+_DEFAULT_CHUNK = 4096  # points per HVP chunk: big enough for BLAS, bounded memory
 
 
 def _tols(dtype):
@@ -68,7 +70,7 @@ def _prepare(dictionary, X, lam, codes, chunk_size, degenerate_tol, gram_tol) ->
     n_deg = int(jnp.sum(weak))
     plus = strong | weak
     cap = max(1, int(jnp.max(jnp.sum(plus, axis=1))))
-    chunk = N if chunk_size is None else min(int(chunk_size), N)
+    chunk = min(N, _DEFAULT_CHUNK if chunk_size is None else int(chunk_size))
     fs = frozen_support(dictionary, X, Z, lam, strong, cap, chunk)
     ginv_norm = jnp.linalg.norm(fs.Ginv, axis=(-2, -1))
     min_gram = 1 / jnp.max(jnp.where(fs.weight > 0, ginv_norm, 0))
@@ -82,7 +84,10 @@ def _prepare(dictionary, X, lam, codes, chunk_size, degenerate_tol, gram_tol) ->
     gA, gb = H.tangent.project(H.grad_atoms, H.grad_bias)
     grad_norm = float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2)))
     grad_scale = float(lam * jnp.max(jnp.sum(Z, axis=0)) / N)
-    kkt = jnp.max(jnp.abs(jnp.where(mask, jnp.minimum(Z, lam - g), 0))) / lam
+    # KKT of the codes the Hessian uses (polished on the frozen support)
+    Zp = dense_codes(fs, K)
+    gp = (X - dictionary.bias - Zp @ dictionary.atoms) @ dictionary.atoms.T
+    kkt = jnp.max(jnp.abs(jnp.where(mask, jnp.minimum(Zp, lam - gp), 0))) / lam
     return _Setup(
         H,
         H_plus,
