@@ -62,13 +62,20 @@ def default_learning_tol(dtype) -> float:
 
 
 def data_init(X, n_atoms: int, *, key, bias=None):
-    """``n_atoms`` distinct random data points (centred by ``bias``), normalised."""
+    """``n_atoms`` distinct random data points (centred by ``bias``), normalised.
+
+    The points are the first ``n_atoms`` of one random permutation, so a narrower
+    initialisation with the same key is a prefix of a wider one (what makes a
+    masked width inside ``sweep`` equal a separate run of that width).
+    """
     Y = X if bias is None else X - bias
     N = Y.shape[0]
-    idx = jax.random.choice(key, N, (n_atoms,), replace=n_atoms > N)
+    perm = jax.random.permutation(key, N)
+    idx = jnp.resize(perm, (n_atoms,))
     rows = Y[idx]
-    if n_atoms > N:
-        rows = rows + 1e-3 * jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
+    if n_atoms > N:  # more atoms than points: jitter the repeats
+        noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
+        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= N)[:, None], noise, 0)
     norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
     fallback = jnp.zeros_like(rows).at[:, 0].set(1)
     return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)

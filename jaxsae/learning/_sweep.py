@@ -1,0 +1,167 @@
+"""``sweep``: many dictionaries (widths × λ × seeds) as one compiled, vmapped program.
+
+Every run is padded to the largest width ``K_max``; a width ``k`` is the atom
+mask ``[1]*k + [0]*(K_max − k)`` (THEORY §0: masked atoms get zero codes and never
+move), λ is an array, and the seed picks the data initialisation. The steps of
+``learn_dictionary`` are vmapped over the runs axis and compiled once; with
+several devices the runs axis is sharded over a 1-d ``Mesh`` of all devices.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._validate import as_float_array, check_data, check_lam, check_rank
+from ..certificates._wide import wide_bound
+from . import _dl_driver
+from ._dictionary_learning import data_init, make_config
+from ._dl_manifold import stack
+from ._dl_steps import init_state
+from ._dl_sweep_result import SweepResult
+
+METHODS = ("dictionary", "sae")
+
+
+def _parse(values, name, cast):
+    try:
+        out = [cast(v) for v in np.atleast_1d(np.asarray(values)).tolist()]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}.") from err
+    if not out:
+        raise ValueError(f"{name} must not be empty.")
+    return out
+
+
+def _shard(tree, n_runs):
+    """Put the leading runs axis on a Mesh over all devices (no-op on one device)."""
+    devices = jax.devices()
+    if len(devices) < 2 or n_runs % len(devices):
+        return tree
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.asarray(devices), ("runs",))
+    sharding = NamedSharding(mesh, PartitionSpec("runs"))
+    return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
+
+
+def sweep(
+    X: Float[Array, "N d"],
+    *,
+    widths,
+    lams,
+    seeds=(0,),
+    method: str = "dictionary",
+    max_steps: int = 1000,
+    warm_steps: int = 20,
+    inner_steps: int = 10,
+    tol: float | None = None,
+    bias: bool = False,
+    memory: int = 10,
+    progress: bool = False,
+) -> SweepResult:
+    """Learn a dictionary for every (width, λ, seed) at once and tabulate the optima.
+
+    Each run solves the joint problem of THEORY §0 exactly as ``learn_dictionary``
+    does (alternating warm-up, then Riemannian L-BFGS on F to the first-order
+    tolerance ``tol``), with ``init="data"`` from ``jax.random.key(seed)``; a run
+    of width k in the sweep equals ``learn_dictionary(X, k, λ, key=key(seed))``.
+    All runs share one compiled program: widths are masks inside the largest
+    width, λ and masks are vmapped arrays, and the runs axis is sharded across
+    devices when there are several. Finished runs are frozen while the others
+    continue.
+
+    Args:
+        X: data ``(N, d)``.
+        widths, lams, seeds: the grid (lists); runs are their product, in the
+            order width-major, then λ, then seed.
+        method: ``"dictionary"`` (the joint problem). ``"sae"`` is reserved for
+            batched SAE training and not implemented yet (a ``NotImplementedError``
+            says so); the name is kept so the table format will not change.
+        max_steps, warm_steps, inner_steps, tol, bias, memory: as in ``learn_dictionary``.
+        progress: show a progress bar.
+
+    Returns:
+        A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
+        and the gap to it, L0, explained variance (THEORY §7b), dead atoms, and
+        the first-order measures (Riemannian gradient, alignment error of (A));
+        plus the dictionaries. ``to_json`` / ``to_csv`` write the table.
+
+    Example:
+        >>> res = jaxsae.sweep(X, widths=[4, 8, 16], lams=[0.05, 0.1], seeds=[0, 1])
+        >>> res.to_csv("sweep.csv"); res.dictionary(0)
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if method == "sae":
+        raise NotImplementedError(
+            'sweep(method="sae") is not implemented yet; use method="dictionary" (the joint '
+            "problem), or train SAEs one by one with jaxsae.train_sae."
+        )
+    X = as_float_array(X, "X")
+    check_rank(X, 2, "X", "(N, d): one data point per row")
+    X = check_data(X, X.shape[1], X.dtype)
+    dtype = X.dtype
+    widths = _parse(widths, "widths", int)
+    lams_l = _parse(lams, "lams", float)
+    seeds = _parse(seeds, "seeds", int)
+    if min(widths) < 1:
+        raise ValueError(f"widths must be positive integers, got {widths}.")
+    for lam in lams_l:
+        check_lam(lam, dtype)
+    cfg = make_config(
+        dtype,
+        max_steps=max_steps,
+        warm_steps=warm_steps,
+        tol=tol,
+        memory=memory,
+        dead_atoms=None,
+        bias=bias,
+        code_tol=None,
+        inner_steps=inner_steps,
+    )
+    grid = list(itertools.product(widths, lams_l, seeds))
+    K_max = max(widths)
+    b0 = jnp.mean(X, axis=0) if bias else jnp.zeros((X.shape[1],), dtype)
+    keys = jnp.stack([jax.random.key(s) for _, _, s in grid])
+    atoms = jax.vmap(lambda k: data_init(X, K_max, key=k, bias=b0 if bias else None))(keys)
+    P = jax.vmap(lambda a: stack(a, b0))(atoms)
+    masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
+    lam_arr = jnp.asarray([lam for _, lam, _ in grid], dtype)
+    state = jax.vmap(lambda p: init_state(p, X, cfg["memory"]))(P)
+    state, lam_arr, masks = _shard((state, lam_arr, masks), len(grid))
+    state, _ = _dl_driver.run(state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress)
+    return _tabulate(X, grid, state, masks, bias)
+
+
+def _tabulate(X, grid, state, masks, bias: bool) -> SweepResult:
+    P = state.P
+    atoms, b = P[:, :-1], P[:, -1]
+    Z = jnp.where(masks[:, None, :], state.codes, 0)
+    lam = jnp.asarray([g[1] for g in grid], X.dtype)
+    Xhat = b[:, None, :] + jnp.einsum("rnk,rkd->rnd", Z, atoms)
+    err = jnp.mean(jnp.sum((X[None] - Xhat) ** 2, axis=-1), axis=-1)
+    var = jnp.mean(jnp.sum(X * X, axis=-1)) - jnp.sum(jnp.mean(X, axis=0) ** 2)
+    bound = jax.vmap(lambda lm, bb: wide_bound(X, lm, bb))(lam, b)
+    return SweepResult(
+        width=jnp.asarray([g[0] for g in grid]),
+        lam=lam,
+        seed=jnp.asarray([g[2] for g in grid]),
+        objective=state.value,
+        bound=bound,
+        gap=state.value - bound,
+        l0=jnp.mean(jnp.sum(Z > 0, axis=-1), axis=-1).astype(X.dtype),
+        explained_variance=1 - err / var,
+        dead=jnp.sum(masks & (jnp.sum(Z, axis=1) == 0), axis=-1),
+        grad_norm=state.grad_norm,
+        alignment=state.align,
+        converged=state.done & ~state.stalled,
+        atoms=atoms,
+        bias=b,
+        mask=masks,
+        free_bias=bias,
+    )
