@@ -224,3 +224,21 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, getkey):
     assert again.resumed_from == 4
     with pytest.raises(ValueError, match="another run"):
         jaxsae.train_sae(sae, X, lam=0.2, **kw)
+
+
+def test_training_step_compiles_once(getkey, monkeypatch):
+    from jaxsae.learning import _train_sae
+
+    step = eqx.filter_jit(
+        eqx.debug.assert_max_traces(_train_sae._step, max_traces=1), donate="all-except-first"
+    )
+    monkeypatch.setattr(_train_sae, "_train_step", step)
+    X = sparse_data(getkey(), N=96)
+    sae = jaxsae.SAE.init(8, 12, jaxsae.ReLU(), key=getkey(), dtype=jnp.float64)
+    # several epochs, logs and two calls with the same shapes: one trace in total
+    for lam in (0.1, 0.2):
+        out = jaxsae.train_sae(
+            sae, X, lam=lam, steps=13, batch_size=32, log_every=5, key=getkey(), progress=False
+        )
+        np.testing.assert_array_equal(out.history["step"], [5, 10, 13])
+    assert np.isfinite(out.history["loss"]).all()

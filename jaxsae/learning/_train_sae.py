@@ -13,6 +13,8 @@ and the metric history.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -76,8 +78,7 @@ def _unit_rows(sae: SAE) -> SAE:
     return eqx.tree_at(lambda s: s.W_dec, sae, W / jnp.linalg.norm(W, axis=1, keepdims=True))
 
 
-@eqx.filter_jit(donate="all-except-first")
-def _train_step(static, state: TrainState):
+def _step(static, state: TrainState):
     data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty = static
     B = perm.shape[1]
     X = data[jax.lax.dynamic_index_in_dim(perm, state.step - offset, keepdims=False)]
@@ -116,6 +117,11 @@ def _train_step(static, state: TrainState):
     return new, metrics
 
 
+# The state's buffers are donated: the update happens in place, no second copy of the
+# parameters and Adam moments is allocated per step.
+_train_step = eqx.filter_jit(_step, donate="all-except-first")
+
+
 @eqx.filter_jit
 def _epoch_order(key, epoch, N: int, B: int):
     perm = jax.random.permutation(jax.random.fold_in(jax.random.wrap_key_data(key), epoch), N)
@@ -128,6 +134,13 @@ def _default_penalty(activation) -> AbstractPenalty:
     if isinstance(activation, JumpReLU):
         return L0()
     return L1()
+
+
+@functools.lru_cache(maxsize=32)
+def _default_optimizer(lr: float, steps: int, warmup: int, decay: int):
+    """Adam on the default schedule; cached so that equal settings reuse the compiled step."""
+    schedule = _schedule(lr, steps, warmup, decay)
+    return optax.adam(schedule), schedule
 
 
 def _schedule(lr, steps, warmup, decay):
@@ -187,7 +200,8 @@ def train_sae(
             ``NoPenalty()`` (default for TopK; decoder kept at unit norm).
         optimizer: an optax transformation; default ``optax.adam`` on the schedule
             below (linear warm-up over ``lr_warmup_steps``, constant ``lr``, linear
-            decay to 0 over the last ``lr_decay_steps``).
+            decay to 0 over the last ``lr_decay_steps``). The optimizer is part of the
+            compiled step: pass the same object again to reuse the compilation.
         l1_warmup_steps: λ ramps linearly from ``λ/l1_warmup_steps`` to λ.
         log_every: record metrics (see ``TrainResult.history``) every this many steps.
         dead_after: a latent silent for this many steps counts as dead.
@@ -231,8 +245,9 @@ def train_sae(
         raise ValueError("checkpoint_dir needs checkpoint_every=N (a positive number of steps).")
     schedule_lr = None
     if optimizer is None:
-        schedule_lr = _schedule(lr, steps, lr_warmup_steps, lr_decay_steps)
-        optimizer = optax.adam(schedule_lr)
+        optimizer, schedule_lr = _default_optimizer(
+            float(lr), int(steps), int(lr_warmup_steps), int(lr_decay_steps)
+        )
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
     state = TrainState(
