@@ -147,7 +147,7 @@ def main() -> None:
                 {
                     "saelens_step_s": t_s,
                     "saelens_tokens_per_s": B / t_s,
-                    "speedup_vs_saelens": t_s / t_j,
+                    "ratio_vs_saelens": t_s / t_j,
                 }
             )
             line += f" | SAELens {B / t_s:,.0f} tok/s | ratio {t_s / t_j:.2f}x"
