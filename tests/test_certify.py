@@ -142,6 +142,20 @@ def test_nested_support_is_flagged_and_descent_direction_lowers_objective():
     assert Zt[child, 0].sum() < Z0[child, 0].sum()  # the parent's code on the child's points drops
 
 
+def test_degenerate_pairs_counted_against_closed_form():
+    """Orthonormal atoms: z_kn = (x_nk − λ)₊ and g_kn = min(x_nk, λ), so an entry is
+    degenerate (z = 0, g = λ) exactly when x_nk = λ."""
+    rng = np.random.default_rng(3)
+    Xn = rng.uniform(-1, 1, (N, d))
+    hit = rng.uniform(size=(N, K)) < 0.05
+    Xn[:, :K] = np.where(hit, LAM, Xn[:, :K])
+    cert = jaxsae.certify(jaxsae.Dictionary(jnp.eye(d)[:K]), jnp.asarray(Xn), LAM)
+    near = np.abs(Xn[:, :K] - LAM) <= 1e-6 * LAM
+    assert int(cert.n_degenerate) == int(near.sum()) > 0
+    assert "degenerate" in cert.verdict
+    np.testing.assert_allclose(cert.code_l1, np.maximum(Xn[:, :K] - LAM, 0).sum(0), rtol=1e-12)
+
+
 def _huber_np(t, lam):
     return np.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)
 
@@ -322,3 +336,18 @@ def test_cofiring_antipodal_pair_is_flagged(problem):
     assert "antipodal pair(s) co-fire" in cert.verdict
     # the co-firing costs exactly λ·(0.5 + 0.5) per point on 5 of N points
     np.testing.assert_allclose(cert.amortisation_gap, LAM * 5 / N, rtol=1e-9)
+
+
+def test_new_lambda_does_not_retrace(problem, monkeypatch):
+    """λ is an array argument: a second call with the same shapes must not trace again."""
+    from jaxsae.certificates import _first_order
+
+    traces = []
+    original = _first_order._assemble
+    monkeypatch.setattr(_first_order, "_assemble", lambda *a: traces.append(1) or original(*a))
+    X, _, late = problem
+    jaxsae.certify(late, X, 0.1)
+    first = len(traces)
+    cert = jaxsae.certify(late, X, 0.37)
+    assert first <= 1 and len(traces) == first
+    np.testing.assert_allclose(cert.lam, 0.37)

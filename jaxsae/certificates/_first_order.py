@@ -43,7 +43,7 @@ class Certificate(eqx.Module):
         objective: ``L(D, Z, b)``.
         code_gap: mean duality gap (bounds ``L − min_Z L``); ``code_gap_max``: worst point.
         code_kkt: ``max |min(z_kn, λ − g_kn)|/λ``; ``code_kkt_mean``: its mean.
-        n_degenerate: pairs with ``z_kn = 0`` and ``|λ − g_kn| ≤ tol·λ``.
+        n_degenerate: pairs with ``z_kn ≤ tol·λ`` and ``|λ − g_kn| ≤ tol·λ`` (§1).
         amortisation_gap: ``L(D, Z_given) − L(D, Z*)`` (0 when codes were solved);
             the exact gap to ``min_Z L`` lies in ``[amortisation_gap,
             amortisation_gap + amortisation_gap_error]`` (the mean duality gap of ``Z*``).
@@ -187,7 +187,8 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
     A = active.astype(acc)
     Zw = jnp.where(mask, Zc, 0).astype(acc)
     slack = jnp.where(mask & ~active, lam - Gc, 0).astype(acc)
-    degenerate = mask & ~active & (jnp.abs(lam - Gc) <= tol * lam) & (w[:, None] > 0)
+    near_zero = jnp.where(mask, Zc, 0) <= tol * lam
+    degenerate = mask & near_zero & (jnp.abs(lam - Gc) <= tol * lam) & (w[:, None] > 0)
     cap = min(K, d, 64)
     shrink, singular, overflow = jax.vmap(shrinkage_component, in_axes=(None, 0, None, None))(
         atoms, jnp.where(mask, Zc, 0), lam, cap
