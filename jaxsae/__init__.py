@@ -95,4 +95,13 @@ from .phenomena import (
     residual_decomposition as residual_decomposition,
 )
 
+# The wide limit (W) and the convex candidate problem (THEORY §6)
+from .convex._wide_limit import WideLimit as WideLimit, wide_limit as wide_limit
+from .convex._candidates import (
+    CandidateSolution as CandidateSolution,
+    default_candidates as default_candidates,
+    solve_candidate_problem as solve_candidate_problem,
+)
+from .convex._path import candidate_path as candidate_path
+
 __version__ = "0.1.0"
