@@ -200,3 +200,26 @@ def test_operator_is_symmetric_and_linear(getkey):
     cu = B @ np.asarray(dense.operator.tangent.flatten(*pu))
     Hu_flat = np.asarray(dense.operator.tangent.flatten(*Hu))
     np.testing.assert_allclose(B @ Hu_flat, np.asarray(dense.matrix) @ cu, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_float32_agrees_with_float64():
+    A, X = _problem()
+    atoms = _alternating_minimum(A, X)
+    ev64 = np.asarray(second_order(jaxsae.Dictionary(atoms), X, LAM, n_eigs=3).eigenvalues)
+    D32 = jaxsae.Dictionary(np.asarray(atoms, np.float32))
+    res32 = second_order(D32, np.asarray(X, np.float32), LAM, n_eigs=3)
+    assert res32.eigenvalues.dtype == np.float32
+    np.testing.assert_allclose(np.asarray(res32.eigenvalues), ev64, rtol=2e-3, atol=1e-4)
+    assert res32.verdict.startswith("strict local minimum")
+
+
+@pytest.mark.slow  # compiles certify's first-order pipeline too
+def test_certify_attaches_second_order():
+    A, X = _problem()
+    atoms = _alternating_minimum(A, X, iters=60)
+    cert = jaxsae.certify(jaxsae.Dictionary(atoms), X, LAM, second_order=True)
+    so = cert.second_order
+    ev = np.asarray(second_order_dense(jaxsae.Dictionary(atoms), X, LAM).eigenvalues)
+    np.testing.assert_allclose(float(so.min_eigenvalue), ev[0], rtol=1e-6)
+    assert so.regular and "strict local minimum" in so.verdict and "λ_min" in so.table()
