@@ -20,6 +20,7 @@ from .certificates._first_order import Certificate as Certificate, certify as ce
 from .certificates._second_order import (
     DenseHessian as DenseHessian,
     SecondOrder as SecondOrder,
+    hessian_operator as hessian_operator,
     second_order as second_order,
     second_order_dense as second_order_dense,
 )
@@ -74,6 +75,9 @@ from .learning._dictionary_learning import (
     LearningResult as LearningResult,
     learn_dictionary as learn_dictionary,
 )
+from .learning._sweep import sweep as sweep
+from .learning._dl_sweep_result import SweepResult as SweepResult
+from .phenomena._family_tree import FamilyTree as FamilyTree, family_tree as family_tree
 
 # Phenomena (THEORY §7): predictions before learning, measurements after
 from . import phenomena as phenomena

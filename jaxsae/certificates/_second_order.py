@@ -159,6 +159,8 @@ class SecondOrder(eqx.Module):
         """One line stating what was verified, and nothing more."""
         lmin = float(self.min_eigenvalue)
         dead = f"; {self.n_dead} dead atom(s) excluded (flat directions)" if self.n_dead else ""
+        if not self.converged:
+            dead += f"; Lanczos not converged to rel. {self.tol:g} after {self.steps} steps"
         flat = (
             ""
             if self.stationary
@@ -306,6 +308,19 @@ def second_order(
         tol=float(tol),
         gradient_tol=gtol,
     )
+
+
+def hessian_operator(
+    dictionary: Dictionary, X: Float[Array, "N d"], lam, *, codes=None, chunk_size=None
+) -> RiemannianHessian:
+    """The matrix-free Riemannian Hessian of THEORY §4 at ``(D, b)``.
+
+    ``H.mv(Xi, bdot)`` applies it to a tangent direction (``(K, d)`` atoms part,
+    ``(d,)`` bias part; inputs are projected onto the tangent space first);
+    ``H.operator()`` wraps it as a symmetric ``lineax.FunctionLinearOperator``.
+    Uses the strictly-active frozen supports (valid at a regular point).
+    """
+    return _prepare(dictionary, X, lam, codes, chunk_size, None, None).hessian
 
 
 class DenseHessian(eqx.Module):
