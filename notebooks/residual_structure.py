@@ -24,8 +24,6 @@
 import os
 
 import jax
-
-jax.config.update("jax_enable_x64", True)
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -33,6 +31,8 @@ import jaxsae
 import jaxsae.data.synthetic as syn
 from jaxsae import phenomena as ph
 from jaxsae.plots._phenomena import bars, figure_dir, save_figure
+
+jax.config.update("jax_enable_x64", True)  # certificates in float64
 
 SMALL = os.environ.get("JAXSAE_NOTEBOOK_SIZE", "full") == "small"
 FIGS = figure_dir()
