@@ -19,6 +19,8 @@ import jax.numpy as jnp
 def candidate_indices(Z, g_minus_lam, mask, cap: int):
     """The ``cap`` most promising atoms of each point: active first, then violators.
 
+    Returns the indices, which are valid (unmasked), and which are active now.
+
     Scores are ranked in float32 (``top_k`` is much cheaper there); ranking only
     picks candidates, it never decides optimality.
     """
@@ -28,7 +30,7 @@ def candidate_indices(Z, g_minus_lam, mask, cap: int):
     score = jnp.where(Z > 0, Z + 2 * span, gml)
     score = jnp.where(mask, score, -jnp.inf)
     top, idx = jax.lax.top_k(score, cap)
-    return idx, jnp.isfinite(top), top > 0
+    return idx, jnp.isfinite(top), top >= 2 * span
 
 
 def gather_gram(G, idx):
@@ -47,17 +49,31 @@ def solve_on_support(Gc, rhs, active):
     return x[..., 0] * a
 
 
-def pdas(Gc, bc, active, valid, max_iter: int):
+def pdas(Gc, bc, active, valid, priority, max_iter: int, max_add: int = 4):
     """PDAS on the candidate sets until no support changes (at most ``max_iter`` solves).
 
-    Returns the final support and the codes solved on it (``(..., c)`` each).
+    ``priority`` (``(..., c)``, e.g. the starting codes) orders active atoms for
+    removal when an active Gram block is singular. Returns the final support and
+    the codes solved on it (``(..., c)`` each).
     """
 
     def body(state):
-        active, _, _, k = state
+        active, zprev, _, k = state
         zc = solve_on_support(Gc, bc, active)
+        # A singular active Gram block (more atoms than its rank) gives NaN: that
+        # point keeps its previous support and codes and stops changing.
+        ok = jnp.all(jnp.isfinite(zc), axis=-1, keepdims=True)
+        zc = jnp.where(ok, zc, zprev)
         gc = bc - jnp.einsum("...ij,...j->...i", Gc, zc)
-        new = valid & ((active & (zc > 0)) | (~active & (gc > 0)))
+        # Add only the few strongest violators per solve: adding all at once
+        # overshoots (and can exceed the rank of the candidate Gram block).
+        viol = jnp.where(valid & ~active & (gc > 0), gc, -jnp.inf)
+        kth = jax.lax.top_k(viol, min(max_add, viol.shape[-1]))[0][..., -1:]
+        new = valid & ((active & (zc > 0)) | (jnp.isfinite(viol) & (viol >= kth)))
+        # On failure drop the weakest active atom (by ``priority``) and retry.
+        weakest = jnp.argmin(jnp.where(active, priority, jnp.inf), axis=-1, keepdims=True)
+        drop = jnp.arange(active.shape[-1]) == weakest
+        new = jnp.where(ok, new, active & ~drop)
         return new, zc, jnp.any(new != active), k + 1
 
     def cond(state):
@@ -69,7 +85,7 @@ def pdas(Gc, bc, active, valid, max_iter: int):
     return active, zc
 
 
-def polish(Z, B, G, lam, mask, cap: int, n_iter: int, ident_dtype, ident_iter: int):
+def polish(Z, g_minus_lam, B, G, lam, mask, cap: int, n_iter: int, ident_dtype, ident_iter: int):
     """Exact codes on the supports identified from ``Z`` (batched over points).
 
     With a cheaper ``ident_dtype`` than the working dtype, ``ident_iter`` PDAS
@@ -78,19 +94,21 @@ def polish(Z, B, G, lam, mask, cap: int, n_iter: int, ident_dtype, ident_iter: i
     duality gap). Otherwise ``n_iter`` PDAS solves in the working dtype.
 
     Args:
-        Z: ``(N, K)`` nonnegative iterate; B: ``(N, K)`` ``= Y Dᵀ``; G: ``(K, K)`` Gram.
+        Z: ``(N, K)`` nonnegative iterate; g_minus_lam: ``(N, K)`` its ``g − λ``
+            (any precision; it only ranks candidates); B: ``(N, K)`` ``= Y Dᵀ``;
+            G: ``(K, K)`` Gram.
         cap: candidate-set size (static).
     Returns:
         ``(N, K)`` codes (zero off the candidates).
     """
-    Gi = G.astype(ident_dtype)
-    g_minus_lam = B.astype(ident_dtype) - Z.astype(ident_dtype) @ Gi - lam.astype(ident_dtype)
     idx, valid, active = candidate_indices(Z, g_minus_lam, mask, cap)
     Gc = gather_gram(G, idx)
     bc = jnp.take_along_axis(B, idx, axis=-1) - lam
+    zc0 = jnp.take_along_axis(Z, idx, axis=-1)
     if jnp.dtype(ident_dtype) != Gc.dtype:
-        active, _ = pdas(Gc.astype(ident_dtype), bc.astype(ident_dtype), active, valid, ident_iter)
-    active, zc = pdas(Gc, bc, active, valid, n_iter)
+        Gci, bci = Gc.astype(ident_dtype), bc.astype(ident_dtype)
+        active, _ = pdas(Gci, bci, active, valid, zc0.astype(ident_dtype), ident_iter)
+    active, zc = pdas(Gc, bc, active, valid, zc0, n_iter)
     zc = jnp.where(valid & active, jnp.maximum(zc, 0), 0)
     rows = jnp.arange(Z.shape[0])[:, None]
     return jnp.zeros_like(Z).at[rows, idx].set(zc, unique_indices=True)

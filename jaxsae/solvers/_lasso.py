@@ -73,59 +73,55 @@ class _Problem(eqx.Module):
     cfg: tuple = eqx.field(static=True)  # (sweeps, block, inner, cap, pdas_iter)
 
 
-def _round(P: _Problem, Z, gap, kkt, Yc, B, ident, cap: int, compare_start: bool):
-    """One round for a batch of points: BCD in ``ident`` dtype, then the exact polish.
+def _round(P: _Problem, Zit, Z, gap, kkt, Yc, B, ident, cap: int, pdas: tuple, eval_bcd: bool):
+    """One round for a batch of points: BCD in ``ident`` dtype from the iterate
+    ``Zit``, then the exact polish.
 
-    The polished codes are accepted per point only where they lower the duality
-    gap. Otherwise the point keeps the better of its start and the BCD iterate
-    (``compare_start``), or the BCD iterate with an unknown (infinite) gap.
+    Two states are kept per point: the certified best ``(Z, gap, kkt)``, which a
+    candidate replaces only where it lowers the duality gap, and the iterate,
+    which moves to the polished codes only where they lower the primal
+    objective, so BCD keeps making progress where the polish cannot (a
+    candidate set that misses the support) and rounds never cycle.
     """
-    sweeps, block, inner, _, pdas_iter = P.cfg
-    dtype = Yc.dtype
-    lam_i = P.lam.astype(ident)
-    Zb = bcd(
-        Z.astype(ident),
-        P.G.astype(ident),
-        B.astype(ident),
-        lam_i,
-        P.mask,
-        P.Ls.astype(ident),
-        sweeps,
-        block,
-        inner,
+    sweeps, block, inner, _, _ = P.cfg
+    dtype, lam_i = Yc.dtype, P.lam.astype(ident)
+    Gi, Bi = P.G.astype(ident), B.astype(ident)
+    Zb = bcd(Zit.astype(ident), Gi, Bi, lam_i, P.mask, P.Ls.astype(ident), sweeps, block, inner)
+    GZ = Zb @ Gi
+    # Primal objective of the BCD iterate from Gram products (only used to steer).
+    p_b = 0.5 * jnp.sum(Yc * Yc, axis=1) - jnp.sum(Zb * (Bi - lam_i - 0.5 * GZ), axis=1).astype(
+        dtype
     )
     Zb = Zb.astype(dtype)
-    if compare_start:
-        res_b = _evaluate(P.atoms, Yc, Zb, P.lam, P.mask)
-        better = res_b.gap < gap
-        Z = jnp.where(better[:, None], Zb, Z)
-        gap, kkt = jnp.where(better, res_b.gap, gap), jnp.where(better, res_b.kkt, kkt)
-    else:
-        Z, gap, kkt = Zb, jnp.full_like(gap, jnp.inf), jnp.full_like(kkt, jnp.inf)
-    if jnp.dtype(ident) == jnp.dtype(dtype):
-        Zp = polish(Zb, B, P.G, P.lam, P.mask, cap, pdas_iter, ident, 0)
-    else:  # identify the support in `ident`, then one exact solve; stragglers get later rounds
-        Zp = polish(Zb, B, P.G, P.lam, P.mask, cap, 1, ident, 3)
+    Zp = polish(Zb, Bi - GZ - lam_i, B, P.G, P.lam, P.mask, cap, pdas[1], ident, pdas[0])
     res_p = _evaluate(P.atoms, Yc, Zp, P.lam, P.mask)
-    use = (res_p.gap < gap) & jnp.isfinite(res_p.gap)
-    return (
-        jnp.where(use[:, None], Zp, Z),
-        jnp.where(use, res_p.gap, gap),
-        jnp.where(use, res_p.kkt, kkt),
-    )
+    ok_p = jnp.isfinite(res_p.gap)
+    Zit = jnp.where((ok_p & (res_p.primal < p_b))[:, None], Zp, Zb)
+    cands = [(Zp, res_p, ok_p)]
+    if eval_bcd:
+        res_b = _evaluate(P.atoms, Yc, Zb, P.lam, P.mask)
+        cands.insert(0, (Zb, res_b, jnp.isfinite(res_b.gap)))
+    for Zc, res, ok in cands:
+        use = ok & (res.gap < gap)
+        Z = jnp.where(use[:, None], Zc, Z)
+        gap, kkt = jnp.where(use, res.gap, gap), jnp.where(use, res.kkt, kkt)
+    return Zit, Z, gap, kkt
 
 
 def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
     """Certified codes for a block of points.
 
-    Round 1 runs on every point with float32 identification (for float64
-    problems). Later rounds run in the working dtype, with a doubled candidate
-    cap, on a fixed-size batch of the points not yet certified (gathered,
-    solved, scattered back) until every point is certified or ``max_steps``.
+    Round 1 runs on every point, identifying supports in float32 (for float64
+    problems) and solving once exactly on them. Later rounds run in the working
+    dtype, with a doubled candidate cap, on a fixed-size batch of the points not
+    yet certified (gathered, solved, scattered back) until every point is
+    certified or ``max_steps`` rounds have run.
     """
     dtype, N, K = Yc.dtype, Yc.shape[0], P.atoms.shape[0]
-    cap = P.cfg[3]
+    cap, pdas_iter = P.cfg[3], P.cfg[4]
     ident = jnp.float32 if jnp.dtype(dtype).itemsize > 4 else dtype
+    # float32 identification: 3 PDAS solves in float32, then 1 exact solve.
+    pdas1 = (3, 1) if ident != dtype else (0, pdas_iter)
     B = Yc @ P.atoms.T
     thresh = tol * 0.5 * jnp.sum(Yc * Yc, axis=1) + jnp.finfo(dtype).tiny
     Z0 = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
@@ -138,42 +134,40 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
     done0 = gap0 <= thresh
 
     def first(_):
-        Z, gap, kkt = _round(P, Z0, gap0, kkt0, Yc, B, ident, cap, compare_start=not cold)
-        keep = done0[:, None]
-        return jnp.where(keep, Z0, Z), jnp.where(done0, gap0, gap), jnp.where(done0, kkt0, kkt)
+        Zit, Z, gap, kkt = _round(P, Z0, Z0, gap0, kkt0, Yc, B, ident, cap, pdas1, eval_bcd=False)
+        return (
+            Zit,
+            jnp.where(done0[:, None], Z0, Z),
+            jnp.where(done0, gap0, gap),
+            jnp.where(done0, kkt0, kkt),
+        )
 
-    Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: (Z0, gap0, kkt0), first, None)
+    skip = (Z0, Z0, gap0, kkt0)
+    Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
     steps = (~done0).astype(jnp.int32)
     M = max(1, -(-N // 8))
-    cap2 = min(K, max(cap, 2 * cap))
+    cap2 = min(K, 2 * cap)
 
     def cond(state):
-        _, gap, _, _, k = state
+        gap, k = state[2], state[-1]
         return (k < max_steps) & jnp.any(~(gap <= thresh))
 
     def body(state):
-        Z, gap, kkt, steps, k = state
-        sel = jnp.nonzero(~(gap <= thresh), size=M, fill_value=N)[0]
-        take = jnp.minimum(sel, N - 1)
-        Zs, gs, ks = _round(
-            P, Z[take], gap[take], kkt[take], Yc[take], B[take], dtype, cap2, compare_start=True
+        Zit, Z, gap, kkt, steps, k = state
+        # Rotate the starting point so that slow points cannot starve the others.
+        off = (k * M) % N
+        nz = jnp.nonzero(jnp.roll(~(gap <= thresh), -off), size=M, fill_value=N)[0]
+        sel = jnp.where(nz < N, (nz + off.astype(nz.dtype)) % N, N)
+        t = jnp.minimum(sel, N - 1)
+        out = _round(
+            P, Zit[t], Z[t], gap[t], kkt[t], Yc[t], B[t], dtype, cap2, (0, pdas_iter), eval_bcd=True
         )
         put = dict(mode="drop", unique_indices=True)
-        Z, gap, kkt = (
-            Z.at[sel].set(Zs, **put),
-            gap.at[sel].set(gs, **put),
-            kkt.at[sel].set(ks, **put),
-        )
-        return Z, gap, kkt, steps.at[sel].add(1, **put), k + 1
+        Zit, Z, gap, kkt = (a.at[sel].set(o, **put) for a, o in zip((Zit, Z, gap, kkt), out))
+        return Zit, Z, gap, kkt, steps.at[sel].add(1, **put), k + 1
 
-    state = (Z, gap, kkt, steps, jnp.asarray(1, jnp.int32))
-    Z, gap, kkt, steps, _ = jax.lax.while_loop(cond, body, state)
-
-    def final(_):
-        res = _evaluate(P.atoms, Yc, Z, P.lam, P.mask)
-        return res.gap, res.kkt
-
-    gap, kkt = jax.lax.cond(jnp.all(jnp.isfinite(gap)), lambda _: (gap, kkt), final, None)
+    state = (Zit, Z, gap, kkt, steps, jnp.asarray(1, jnp.int32))
+    _, Z, gap, kkt, steps, _ = jax.lax.while_loop(cond, body, state)
     return Z, gap, kkt, gap <= thresh, steps
 
 
