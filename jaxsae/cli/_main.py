@@ -12,9 +12,10 @@ import argparse
 import sys
 
 from . import _certify, _convert, _convex, _data, _demo, _train
+from . import _sweep
 
 # Subcommands, in the order `jaxsae --help` lists them.
-COMMANDS = [_demo, _train, _certify, _data, _convert, _convex]
+COMMANDS = [_demo, _train, _certify, _data, _convert, _convex, _sweep]
 
 
 class UserError(ValueError):

@@ -8,3 +8,5 @@ from ._figures import (
     spectrum_figure as spectrum_figure,
     width_figure as width_figure,
 )
+from ._sweep import sweep_figure as sweep_figure
+from ._tree import family_tree_figure as family_tree_figure
