@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import best_time, write_result  # noqa: E402
 
 import jaxsae  # noqa: E402
-from jaxsae.learning._train_sae import TrainState, _train_step  # noqa: E402
+from jaxsae.learning._train_sae import LinearSchedule, TrainState, _adam, _train_step  # noqa: E402
 
 SIZES = [(256, 4096, 4096), (256, 1024, 1024)]  # (d_in, d_sae, batch)
 
@@ -42,11 +42,11 @@ def matmul_peak(repeat: int) -> float:
 
 
 def jaxsae_step_time(d_in, d_sae, B, repeat, steps_per_call=5):
-    import optax
-
     X = jax.random.normal(jax.random.key(0), (B, d_in), jnp.float32)
     sae = jaxsae.SAE.init(d_in, d_sae, jaxsae.ReLU(), key=jax.random.key(1))
-    optimizer = optax.adam(4e-4)
+    optimizer = _adam()  # train_sae's default: scale_by_adam, then −lr_t
+    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    schedule = LinearSchedule(f32(4e-4), f32(0), f32(10**6), f32(0))
     state = TrainState(
         sae=sae,
         opt_state=optimizer.init(eqx.filter(sae, eqx.is_inexact_array)),
@@ -57,6 +57,7 @@ def jaxsae_step_time(d_in, d_sae, B, repeat, steps_per_call=5):
     )
     perm = jnp.arange(B, dtype=jnp.int32)[None]
     lam = jnp.asarray(2.5, jnp.float32)  # λ = α/2 for SAELens's α = 5
+    zero = jnp.zeros((), jnp.int32)  # no L1 warm-up
     box = [state, 0]
 
     def run():
@@ -68,8 +69,8 @@ def jaxsae_step_time(d_in, d_sae, B, repeat, steps_per_call=5):
                 perm,
                 jnp.asarray(k, jnp.int32),
                 lam,
-                0,
-                None,
+                zero,
+                schedule,
                 optimizer,
                 jaxsae.DecoderNormL1(),
             )

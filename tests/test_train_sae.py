@@ -86,9 +86,9 @@ def test_learns_sparse_data_with_unit_decoder(getkey):
 
 
 def test_warmups_schedules_dead_and_dense(getkey):
-    X = sparse_data(getkey(), N=256)
-    sae = jaxsae.SAE.init(8, 10, jaxsae.ReLU(), key=getkey(), dtype=jnp.float64, decoder_norm=1.0)
-    b_enc = jnp.zeros(10).at[:3].set(-1e3).at[3:5].set(1e3)  # 3 never fire, 2 always fire
+    X = sparse_data(getkey(), N=96)
+    sae = jaxsae.SAE.init(8, 12, jaxsae.ReLU(), key=getkey(), dtype=jnp.float64, decoder_norm=1.0)
+    b_enc = jnp.zeros(12).at[:3].set(-1e3).at[3:5].set(1e3)  # 3 never fire, 2 always fire
     sae = eqx.tree_at(lambda s: s.b_enc, sae, b_enc)
     out = jaxsae.train_sae(sae, X, lam=0.2, steps=24, batch_size=32, lr=1e-4, lr_warmup_steps=8,
                            lr_decay_steps=8, l1_warmup_steps=10, log_every=4, dead_after=5,
@@ -102,7 +102,7 @@ def test_warmups_schedules_dead_and_dense(getkey):
     lr_ref = np.where(s < 8, 1e-4 * s / 8, np.where(s < 16, 1e-4, 1e-4 * (1 - (s - 16) / 8)))
     np.testing.assert_allclose(h["lr"], lr_ref, rtol=1e-6, atol=1e-12)
     np.testing.assert_array_equal(h["dead"], np.where(h["step"] >= 5, 3, 0))
-    np.testing.assert_array_equal(out.dead_latents, np.arange(10) < 3)
+    np.testing.assert_array_equal(out.dead_latents, np.arange(12) < 3)
     assert np.all(h["dense"] >= 2)
     assert np.all(h["l0"] >= 2)
 
@@ -209,11 +209,11 @@ def test_resume_after_kill_is_bit_for_bit(tmp_path):
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, getkey):
-    X = sparse_data(getkey(), N=64)
+    X = sparse_data(getkey(), N=96)
     sae = jaxsae.SAE.init(8, 12, jaxsae.ReLU(), key=getkey(), dtype=jnp.float64)
     kw = dict(
         steps=4,
-        batch_size=16,
+        batch_size=32,
         key=getkey(),
         checkpoint_dir=tmp_path,
         checkpoint_every=2,

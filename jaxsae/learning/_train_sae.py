@@ -82,7 +82,10 @@ def _step(static, state: TrainState):
     data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty = static
     B = perm.shape[1]
     X = data[jax.lax.dynamic_index_in_dim(perm, state.step - offset, keepdims=False)]
-    ramp = jnp.minimum(1, (state.step + 1).astype(data.dtype) / max(warmup, 1)) if warmup else 1
+    # warm-up lengths and the schedule are arrays: changing them does not recompile
+    ramp = jnp.minimum(
+        1, (state.step + 1).astype(data.dtype) / jnp.maximum(warmup, 1).astype(data.dtype)
+    )
     lam_t = lam * ramp
     (loss, (Z, X_hat)), grads = eqx.filter_value_and_grad(_loss, has_aux=True)(
         state.sae, X, lam_t, penalty
@@ -91,7 +94,11 @@ def _step(static, state: TrainState):
     # optax mixes Python floats with int32 step counts, which strict promotion rejects.
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
-        lr_now = jnp.nan if schedule_lr is None else schedule_lr(state.step)
+    if schedule_lr is None:
+        lr_now = jnp.asarray(jnp.nan, data.dtype)
+    else:  # default optimizer: scale_by_adam, then −lr_t (what optax.adam(schedule) computes)
+        lr_now = schedule_lr(state.step).astype(data.dtype)
+        updates = jax.tree.map(lambda u: -lr_now.astype(u.dtype) * u, updates)
     sae = eqx.apply_updates(state.sae, updates)
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
@@ -136,23 +143,29 @@ def _default_penalty(activation) -> AbstractPenalty:
     return L1()
 
 
-@functools.lru_cache(maxsize=32)
-def _default_optimizer(lr: float, steps: int, warmup: int, decay: int):
-    """Adam on the default schedule; cached so that equal settings reuse the compiled step."""
-    schedule = _schedule(lr, steps, warmup, decay)
-    return optax.adam(schedule), schedule
+class LinearSchedule(eqx.Module):
+    """Learning rate: linear warm-up from 0 over ``warmup`` steps, constant ``lr``, then
+    linear decay to 0 over the last ``decay`` of ``steps`` steps. All fields are arrays."""
+
+    lr: Array
+    warmup: Array
+    steps: Array
+    decay: Array
+
+    def __call__(self, step):
+        step = step.astype(self.lr.dtype)
+        warm = jnp.where(self.warmup > 0, jnp.minimum(1, step / jnp.maximum(self.warmup, 1)), 1)
+        start = jnp.maximum(self.steps - self.decay, self.warmup)
+        cool = jnp.where(
+            self.decay > 0, jnp.clip(1 - (step - start) / jnp.maximum(self.decay, 1), 0, 1), 1
+        )
+        return self.lr * warm * cool
 
 
-def _schedule(lr, steps, warmup, decay):
-    pieces, bounds = [], []
-    if warmup:
-        pieces.append(optax.linear_schedule(0.0, lr, warmup))
-        bounds.append(warmup)
-    pieces.append(optax.constant_schedule(lr))
-    if decay:
-        bounds.append(max(steps - decay, warmup))
-        pieces.append(optax.linear_schedule(lr, 0.0, decay))
-    return optax.join_schedules(pieces, bounds) if bounds else pieces[0]
+@functools.lru_cache(maxsize=1)
+def _adam():
+    # One shared object, so every default run reuses the same compiled step.
+    return optax.scale_by_adam()
 
 
 def _key_data(key):
@@ -245,9 +258,10 @@ def train_sae(
         raise ValueError("checkpoint_dir needs checkpoint_every=N (a positive number of steps).")
     schedule_lr = None
     if optimizer is None:
-        optimizer, schedule_lr = _default_optimizer(
-            float(lr), int(steps), int(lr_warmup_steps), int(lr_decay_steps)
-        )
+        sdtype = jnp.float64 if sae.dtype == jnp.float64 else jnp.float32
+        f = lambda v: jnp.asarray(v, sdtype)  # noqa: E731
+        schedule_lr = LinearSchedule(f(lr), f(lr_warmup_steps), f(steps), f(lr_decay_steps))
+        optimizer = _adam()
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
     state = TrainState(
@@ -273,7 +287,8 @@ def train_sae(
             )
         start, history = int(meta["step"]), meta["history"]
     state = jax.tree.map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, state)
-    out = _run(state, data, lam, l1_warmup_steps, schedule_lr, optimizer, penalty, start, steps, batch_size,
+    warmup = jnp.asarray(l1_warmup_steps, jnp.int32)
+    out = _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps, batch_size,
                log_every, dead_after, dense_threshold, checkpoint_dir, checkpoint_every, fingerprint, history,
                progress)  # fmt: skip
     state, history = out
