@@ -58,9 +58,10 @@ def iter_chunks(
     for piece in pieces:
         piece = np.asarray(piece)
         if piece.ndim != 2 or (n_features is not None and piece.shape[1] != n_features):
+            want = "d" if n_features is None else f"{n_features}"
             raise ValueError(
-                f"data chunks must have shape (n, {n_features if n_features is not None else 'd'}), "
-                f"got {piece.shape}."
+                f"data chunks must have shape (n, {want}) (points × features), got {piece.shape}; "
+                "the number of features must match the dictionary's."
             )
         while piece.shape[0]:
             take = min(chunk_size - filled, piece.shape[0])
