@@ -101,7 +101,7 @@ def _fista(X, C, Z, lam, gamma, step, n_steps: int):
 
 
 @eqx.filter_jit
-def _solve(X, C, lam, gamma, Z0, tol, max_steps: int, check_every: int):
+def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
     step = 1 / _lipschitz(C)
     tiny = jnp.finfo(X.dtype).tiny
 
@@ -248,7 +248,16 @@ def solve_candidate_problem(
         X, candidates, lam, init, tol, max_steps, check_every, n_sphere, key
     )
     gamma = check_gamma(gamma, X.dtype)
-    sol = _solve(X, C, lam, gamma, init, tol, int(max_steps), int(check_every))
+    sol = _solve(
+        X,
+        C,
+        lam,
+        gamma,
+        init,
+        jnp.asarray(tol, X.dtype),
+        jnp.asarray(max_steps, jnp.int32),
+        int(check_every),
+    )
     if throw:
         sol = eqx.tree_at(
             lambda s: s.codes, sol, sol.result.error_if(sol.codes, sol.result != RESULTS.successful)

@@ -12,7 +12,7 @@ from ._candidates import CandidateSolution, _solve, prepare
 
 
 @eqx.filter_jit
-def _path(X, C, lam, gammas, Z0, tol, max_steps: int, check_every: int):
+def _path(X, C, lam, gammas, Z0, tol, max_steps, check_every: int):
     def step(Z, gamma):
         sol = _solve(X, C, lam, gamma, Z, tol, max_steps, check_every)
         return sol.codes, sol
@@ -66,4 +66,13 @@ def candidate_path(
         )
     if is_concrete(gammas) and not bool(jnp.all(jnp.isfinite(gammas) & (gammas >= 0))):
         raise ValueError(f"every γ must be a finite number ≥ 0, got {gammas.tolist()}.")
-    return _path(X, C, lam, gammas, init, tol, int(max_steps), int(check_every))
+    return _path(
+        X,
+        C,
+        lam,
+        gammas,
+        init,
+        jnp.asarray(tol, X.dtype),
+        jnp.asarray(max_steps, jnp.int32),
+        int(check_every),
+    )
