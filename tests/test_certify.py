@@ -351,3 +351,16 @@ def test_new_lambda_does_not_retrace(problem, monkeypatch):
     cert = jaxsae.certify(late, X, 0.37)
     assert first <= 1 and len(traces) == first
     np.testing.assert_allclose(cert.lam, 0.37)
+
+
+@pytest.mark.slow
+def test_support_cap_overflow_is_counted(problem):
+    X, _, late = problem
+    Z = np.asarray(jaxsae.sparse_code(late, X, LAM).codes)
+    cert = jaxsae.certify(late, X, LAM, support_cap=1)
+    sizes = (Z > 0).sum(1)
+    assert int(cert.n_overflow) == int((sizes > 1).sum()) > 0
+    single = sizes == 1  # exact there: λ d_k for the one active atom
+    np.testing.assert_allclose(np.asarray(cert.shrinkage_norm)[single], LAM, rtol=1e-12)
+    with pytest.raises(ValueError, match="support_cap"):
+        jaxsae.certify(late, X, LAM, support_cap=0)

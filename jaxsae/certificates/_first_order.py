@@ -157,13 +157,16 @@ class Certificate(eqx.Module):
         return out
 
 
+DEFAULT_SUPPORT_CAP = 32  # batched Cholesky per point: cost grows as cap³
+
+
 def _acc_dtype(dtype):
     """float64 accumulators when x64 is enabled, else the working dtype."""
     del dtype
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
-def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
+def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: int | None = None):
     """Per-chunk statistics; ``w`` zeroes padded rows."""
     atoms, mask = dictionary.atoms, dictionary.mask
     K, d = atoms.shape
@@ -189,7 +192,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
     slack = jnp.where(mask & ~active, lam - Gc, 0).astype(acc)
     near_zero = jnp.where(mask, Zc, 0) <= tol * lam
     degenerate = mask & near_zero & (jnp.abs(lam - Gc) <= tol * lam) & (w[:, None] > 0)
-    cap = min(K, d, 64)
+    cap = min(K, d, DEFAULT_SUPPORT_CAP) if cap is None else min(cap, K)
     shrink, singular, overflow = jax.vmap(shrinkage_component, in_axes=(None, 0, None, None))(
         atoms, jnp.where(mask, Zc, 0), lam, cap
     )
@@ -226,7 +229,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
 
 
 @eqx.filter_jit
-def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int):
+def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap: int):
     N, d = X.shape
     K = dictionary.n_atoms
     dtype = dictionary.dtype
@@ -243,7 +246,7 @@ def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int):
     )
     base = jnp.zeros((), acc)
     shapes = jax.eval_shape(
-        lambda: _chunk_stats(dictionary, lam, tol, Xp[0], Zp[0], wp[0], codes_given, acc)[0]
+        lambda: _chunk_stats(dictionary, lam, tol, Xp[0], Zp[0], wp[0], codes_given, acc, cap)[0]
     )
     sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     worst0 = (base - 1, jnp.zeros((d,), acc), jnp.zeros((), jnp.int32))
@@ -253,7 +256,7 @@ def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int):
         sums, maxes, (best, rvec, where) = carry
         i, Xc, Zc, w = inp
         s, m, (rb, rv, ri), per_point = _chunk_stats(
-            dictionary, lam, tol, Xc, Zc, w, codes_given, acc
+            dictionary, lam, tol, Xc, Zc, w, codes_given, acc, cap
         )
         sums = jax.tree.map(jnp.add, sums, s)
         maxes = jax.tree.map(jnp.maximum, maxes, m)
@@ -361,6 +364,7 @@ def certify(
     tol: float | None = None,
     antipodal_cos: float = 0.9,
     second_order: bool = False,
+    support_cap: int | None = None,
 ) -> Certificate:
     """First-order certificate of a dictionary (THEORY §1–§3, §6, §8).
 
@@ -384,6 +388,9 @@ def certify(
             1e-6 (float64) or 1e-3 (float32).
         antipodal_cos: atoms with ``cos < −antipodal_cos`` are antipodal.
         second_order: also run the second-order certificate (§4) and attach it.
+        support_cap: largest active set the (R) decomposition handles exactly
+            (default ``min(K, d, 32)``); points with more active atoms are
+            counted in ``n_overflow`` and use their ``support_cap`` largest codes.
 
     Returns:
         A :class:`Certificate`.
@@ -410,7 +417,14 @@ def certify(
         raise ValueError(f"tol must be > 0, got {tol}.")
     if not 0 <= antipodal_cos <= 1:
         raise ValueError(f"antipodal_cos must lie in [0, 1], got {antipodal_cos}.")
-    cert = _certify(dictionary, X, lam, codes, tol, float(antipodal_cos), chunk)
+    cap = (
+        min(K, dictionary.n_features, DEFAULT_SUPPORT_CAP)
+        if support_cap is None
+        else int(support_cap)
+    )
+    if cap < 1:
+        raise ValueError(f"support_cap must be a positive integer, got {support_cap}.")
+    cert = _certify(dictionary, X, lam, codes, tol, float(antipodal_cos), chunk, min(cap, K))
     if second_order:
         from ._second_order import second_order as run_second_order
 

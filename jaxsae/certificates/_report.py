@@ -48,6 +48,7 @@ def certificate_summary(cert) -> dict[str, float]:
         "n_antipodal_cofiring_pairs": float(np.triu(np.asarray(cert.antipodal_cofire), 1).sum()),
         "shrinkage_share": _f(cert.shrinkage_share),
         "n_singular": _f(cert.n_singular),
+        "n_overflow": _f(cert.n_overflow),
         "wide_bound": _f(cert.wide_bound),
         "wide_gap": _f(cert.wide_gap),
         "max_residual_norm": _f(cert.max_residual_norm),
@@ -146,7 +147,10 @@ def certificate_table(cert) -> str:
             f"{int(s['n_nested_pairs'])} / {int(s['n_antipodal_cofiring_pairs'])}",
         ),
         ("shrinkage share of residual energy (R)", f"{s['shrinkage_share']:.4f}"),
-        ("points with singular G_S", f"{int(s['n_singular'])}"),
+        (
+            "points with singular G_S / |S| > cap",
+            f"{int(s['n_singular'])} / {int(s['n_overflow'])}",
+        ),
         ("wide bound F_∞ (W) / L − F_∞", f"{s['wide_bound']:.10g} / {s['wide_gap']:.4e}"),
         ("max‖r_n‖ vs λ", f"{s['max_residual_norm']:.4g} vs {s['lam']:g}"),
     ]
