@@ -171,12 +171,14 @@ def test_saddle_negative_curvature_lowers_objective():
 def test_degenerate_pair_is_reported():
     atoms, X = _saddle_problem()
     D = jaxsae.Dictionary(atoms)
-    # a point whose correlation with atom e3 is exactly λ while its code is 0
+    # a mirrored pair of points whose correlation with atom e3 is exactly λ while
+    # their code is 0 (they add nothing to the gradient: still stationary)
     X = np.array(X)
-    X[0] = [0.0, 0.0, LAM, 0.0]
+    X[[0, 20]] = [0.0, 0.0, LAM, 0.0]
     res = second_order(D, X, LAM)
-    assert not res.regular and res.n_degenerate == 1
-    assert res.verdict.startswith("not regular: 1 degenerate pairs")
+    assert not res.regular and res.n_degenerate == 2 and res.stationary
+    assert res.verdict.startswith("not regular: 2 degenerate pairs")
+    assert res.verdict.endswith("→ saddle")  # atom e1 still has negative curvature
     assert float(res.lower_eigenvalue) <= float(res.min_eigenvalue) + 1e-12
 
 

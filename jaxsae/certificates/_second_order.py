@@ -161,16 +161,19 @@ class SecondOrder(eqx.Module):
         dead = f"; {self.n_dead} dead atom(s) excluded (flat directions)" if self.n_dead else ""
         if not self.converged:
             dead += f"; Lanczos not converged to rel. {self.tol:g} after {self.steps} steps"
-        flat = (
-            ""
-            if self.stationary
-            else (f"; NOT first-order stationary (‖grad‖ = {self.gradient_norm:.3g})")
-        )
+        if not self.stationary:
+            irregular = (
+                "" if self.regular else f" (not regular: {self.n_degenerate} degenerate pairs)"
+            )
+            return (
+                f"not first-order stationary (‖grad‖ = {self.gradient_norm:.3g}); "
+                f"Riemannian Hessian λ_min = {lmin:.4g}{irregular}{dead}"
+            )
         if not self.regular:
             low = float(self.lower_eigenvalue)
             if self.n_singular:
                 what = f"{self.n_singular} point(s) with a singular active Gram"
-                return f"not regular: {what}; λ_min of the frozen support = {lmin:.4g}{flat}{dead}"
+                return f"not regular: {what}; λ_min of the frozen support = {lmin:.4g}{dead}"
             if self._positive(low):
                 concl = "strict local minimum"
             elif self._positive(-lmin):
@@ -180,16 +183,16 @@ class SecondOrder(eqx.Module):
             return (
                 f"not regular: {self.n_degenerate} degenerate pairs; one-sided derivatives: "
                 f"λ_min ≥ {low:.4g} (degenerate pairs active), ≤ {lmin:.4g} (inactive) → {concl}"
-                f"{flat}{dead}"
+                f"{dead}"
             )
         if self._positive(lmin):
-            return f"strict local minimum (λ_min = {lmin:.4g} > 0 at a regular point){flat}{dead}"
+            return f"strict local minimum (λ_min = {lmin:.4g} > 0 at a regular point){dead}"
         if self._positive(-lmin):
             return (
                 f"saddle: descent direction with curvature λ_min = {lmin:.4g} "
-                f"(eigenvectors[0]){flat}{dead}"
+                f"(eigenvectors[0]){dead}"
             )
-        return f"degenerate: λ_min = {lmin:.3g} ≈ 0 (a flat direction){flat}{dead}"
+        return f"degenerate: λ_min = {lmin:.3g} ≈ 0 (a flat direction){dead}"
 
     def table(self) -> str:
         """A small plain-text table of the numbers behind the verdict."""
