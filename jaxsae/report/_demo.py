@@ -1,0 +1,303 @@
+"""The showcase behind ``jaxsae demo`` / ``make demo``.
+
+On built-in data — a synthetic hierarchical world with a dense signed direction,
+and natural-image patches — it learns a certified dictionary, trains a vanilla
+SAE, certifies both, checks second-order optimality, runs a small width sweep,
+measures absorption and antipodal pairs against the theory's predictions, and
+writes ``report.md`` + PNG figures + ``report.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxsae
+from jaxsae import plots
+from jaxsae.data import image_patches, synthetic
+
+from ._report import Report
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    n_points: int
+    dim: int
+    n_parents: int
+    width: int
+    sae_steps: int
+    widths: tuple[int, ...]
+    n_patches: int
+    patch_atoms: int
+
+
+QUICK = DemoSize(
+    n_points=600,
+    dim=12,
+    n_parents=2,
+    width=10,
+    sae_steps=600,
+    widths=(2, 4, 6, 8),
+    n_patches=1500,
+    patch_atoms=32,
+)
+FULL = DemoSize(
+    n_points=2000,
+    dim=24,
+    n_parents=3,
+    width=14,
+    sae_steps=3000,
+    widths=(2, 4, 6, 8, 12, 16),
+    n_patches=6000,
+    patch_atoms=64,
+)
+LAM = 0.1
+
+
+def _log(msg: str, t0: float) -> None:
+    print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+
+def _bullets(verdict: str) -> str:
+    return "\n".join(f"- {line.strip()}" for line in verdict.splitlines() if line.strip())
+
+
+def make_world(size: DemoSize, key):
+    """A hierarchy (parents with exclusive children) plus a dense ±v direction."""
+    k1, k2 = jax.random.split(key)
+    hier = synthetic.hierarchy(
+        key=k1,
+        n_points=size.n_points,
+        dim=size.dim,
+        n_parents=size.n_parents,
+        n_children=2,
+        p_parent=0.5,
+        p_alone=0.3,
+        alpha=1.0,
+        beta=0.8,
+        jitter=0.2,
+        noise=0.01,
+    )
+    dense = synthetic.dense_signed(key=k2, n_points=size.n_points, dim=size.dim, amplitude=0.6)
+    X = hier.X + dense.X
+    return X, hier, dense
+
+
+def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0) -> Report:
+    """Run the showcase and write the report folder; returns the ``Report``."""
+    t0 = time.perf_counter()
+    size = QUICK if quick else FULL
+    key = jax.random.key(seed)
+    kw, kd, ks, kp, ksw = jax.random.split(key, 5)
+    rep = Report("jaxsae demo: is this dictionary optimal, and what does optimality force?")
+    rep.text(
+        "Everything below was computed by `jaxsae demo` on built-in data. Objectives are "
+        f"per-point means (THEORY §0); λ = {LAM:g}. Explained variance is "
+        "`1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)` (THEORY §7b)."
+    )
+
+    # 1. World and certified dictionary -------------------------------------------------
+    X, hier, dense = make_world(size, kw)
+    _log(f"world: N={X.shape[0]} points in d={X.shape[1]} (hierarchy + dense ±v)", t0)
+    D, hist = jaxsae.learn_dictionary(X, size.width, LAM, key=kd, max_steps=400)
+    cert = jaxsae.certify(D, X, LAM)
+    so = jaxsae.second_order(D, X, LAM, codes=hist.codes, n_eigs=6)
+    _log(f"learned dictionary K={size.width}: {cert.verdict}", t0)
+    rep.section(
+        "1. A learned dictionary, certified",
+        f"`learn_dictionary` (alternating warm-up, then Riemannian L-BFGS on the reduced objective) on a "
+        f"hierarchical world ({size.n_parents} parents × 2 exclusive children) plus a dense signed direction, "
+        f"K = {size.width} atoms.\n\n**Verdict:**\n\n{_bullets(cert.verdict)}\n- {so.verdict}",
+    )
+    rep.text("```\n" + cert.table() + "\n```")
+    rep.record("dictionary_certificate", cert.to_json())
+    rep.figure("atoms", plots.atoms_figure(D.atoms, title="Learned atoms (rows)"), "Learned atoms")
+    rep.figure(
+        "per_atom_certificate",
+        plots.per_atom_figure(
+            {
+                "Riemannian gradient ‖grad_k F‖": cert.atom_grad_norm,
+                "alignment error (A)": cert.atom_alignment,
+            },
+            tol=float(cert.tol),
+            title="First-order certificate per atom",
+        ),
+        "Per-atom first-order residuals: Riemannian gradient and alignment error (A), log scale",
+    )
+    rep.text("```\n" + so.table() + "\n```")
+    rep.record(
+        "second_order", {"eigenvalues": np.asarray(so.eigenvalues).tolist(), "verdict": so.verdict}
+    )
+    rep.figure(
+        "hessian_spectrum",
+        plots.spectrum_figure(np.asarray(so.eigenvalues)),
+        "Smallest eigenvalues of the Riemannian Hessian (THEORY §4); all positive: a strict local minimum",
+    )
+
+    # 2. Vanilla SAE on the same data ---------------------------------------------------
+    sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks)
+    trained = jaxsae.train_sae(
+        sae, X, key=ks, steps=size.sae_steps, batch_size=256, lam=2 * LAM, lr=3e-3, progress=False
+    ).sae
+    D_sae = jaxsae.sae_dictionary(trained)
+    Z_sae = jaxsae.sae_codes(trained, X)
+    sae_cert = jaxsae.certify(D_sae, X, LAM, codes=Z_sae)
+    _log(f"trained SAE: {sae_cert.verdict}", t0)
+    Z = hist.codes
+    X_hat_opt = X - jaxsae.residuals(D, X, Z)
+    X_hat_sae = jax.vmap(trained)(X)
+    gaps = {
+        "SAE amortisation gap": float(sae_cert.amortisation_gap),
+        "SAE objective − optimum": float(sae_cert.objective - cert.objective),
+        "SAE max alignment error": float(jnp.max(sae_cert.atom_alignment)),
+        "optimum max alignment error": float(jnp.max(cert.atom_alignment)),
+    }
+    rep.section(
+        "2. A vanilla SAE on the same data",
+        f"ReLU SAE with L1 coefficient α = 2λ (so the same λ, THEORY §0), {size.sae_steps} Adam steps. "
+        f"Its folded decoder is certified with its own encoder's codes.\n\n**Verdict:**\n\n{_bullets(sae_cert.verdict)}",
+    )
+    rep.table(
+        [
+            ("objective L", float(cert.objective), float(sae_cert.objective)),
+            (
+                "explained variance",
+                float(jaxsae.explained_variance(X, X_hat_opt)),
+                float(jaxsae.explained_variance(X, X_hat_sae)),
+            ),
+            ("amortisation gap L(Z_enc) − L(Z*)", 0.0, float(sae_cert.amortisation_gap)),
+            (
+                "max atom alignment error (A)",
+                float(jnp.max(cert.atom_alignment)),
+                float(jnp.max(sae_cert.atom_alignment)),
+            ),
+            (
+                "max Riemannian gradient",
+                float(jnp.max(cert.atom_grad_norm)),
+                float(jnp.max(sae_cert.atom_grad_norm)),
+            ),
+            ("gap to wide-limit bound (W)", float(cert.wide_gap), float(sae_cert.wide_gap)),
+        ],
+        header=("quantity", "certified dictionary", "trained SAE"),
+    )
+    rep.record("sae_certificate", sae_cert.to_json())
+    rep.figure(
+        "sae_vs_optimum",
+        plots.bars_figure(
+            {k: max(v, 1e-18) for k, v in gaps.items()},
+            ylabel="value",
+            title="SAE vs certified optimum",
+            log=True,
+        ),
+        "How far the trained SAE is from the joint optimum",
+    )
+    rep.figure(
+        "firing_rates",
+        plots.firing_figure(
+            {"certified dictionary": cert.firing_rate, "trained SAE": sae_cert.firing_rate}
+        ),
+        "Firing rates per atom",
+    )
+
+    # 3. Width sweep against the wide-limit bound ---------------------------------------
+    sweep = jaxsae.sweep(X, widths=size.widths, lams=(LAM,), seeds=(0,), method="dictionary")
+    order = sorted(sweep.select(lam=LAM, seed=0), key=lambda i: int(sweep.width[i]))
+    objs = [float(sweep.objective[i]) for i in order]
+    bound = float(cert.wide_bound)
+    _log(
+        f"width sweep {size.widths}: objectives {np.round(objs, 4).tolist()}, bound {bound:.4f}", t0
+    )
+    rep.section(
+        "3. Objective against width, and the wide-limit bound (W)",
+        "One compiled program learns every width (atom masks, vmapped). No dictionary of any width can go "
+        f"below F∞ = {bound:.6f}.",
+    )
+    rep.figure(
+        "width_sweep",
+        plots.width_figure(list(size.widths), {"learned optimum": objs}, bound=bound),
+        "Objective vs width with the wide-limit bound (W)",
+    )
+    rep.record("width_sweep", {"widths": list(size.widths), "objective": objs, "wide_bound": bound})
+
+    # 4. Phenomena: absorption and antipodal pairs --------------------------------------
+    ph = jaxsae.phenomena
+    margin = float(ph.absorption_margin(alpha=1.0, beta=0.8, lam=LAM))
+    absorbs = bool(ph.absorption_predicted(alpha=1.0, beta=0.8, lam=LAM))
+    ab = ph.absorption(D, Z, eqx.tree_at(lambda w: w.X, hier, X))
+    pairs = ph.antipodal_pairs(D, Z, tau=0.9)
+    rate_pred = float(ph.antipodal_rate_binary(amplitude=0.6, lam=LAM))
+    rows = [
+        (
+            "absorption predicted (α+β−√(α²+β²) > λ/2)",
+            f"yes (margin {margin:.3f})" if absorbs else "no",
+            f"rate {ab.mean_rate:.3f}, SAEBench fraction {ab.mean_fraction:.3f} (lower is better)",
+        ),
+        (
+            "antipodal pair for the dense ±v direction",
+            f"cos = −1, rates {rate_pred:.2f} each, no co-firing",
+            (
+                f"{len(pairs.pairs)} pair(s); cos {np.round(pairs.cos, 3).tolist()}, rates "
+                f"{np.round(pairs.rates, 3).tolist()}, co-firing {np.round(pairs.cofiring, 3).tolist()}"
+            )
+            if len(pairs.pairs)
+            else "no pair found",
+        ),
+        (
+            "global optimality over widths (max‖r_n‖ ≤ λ)",
+            "fails for a finite width",
+            f"max‖r_n‖ = {float(cert.max_residual_norm):.3f} vs λ = {LAM}",
+        ),
+        (
+            "shrinkage share of residual energy (R)",
+            "> 0 (residuals are not isotropic)",
+            f"{float(cert.shrinkage_share):.3f}",
+        ),
+    ]
+    rep.section(
+        "4. Phenomena: predicted, then measured",
+        "Absorption: parents with exclusive children at magnitudes α = 1, β = 0.8 (THEORY §7). Absorption rate = "
+        "share of parent+child points where the parent's best-matched atom is silent.",
+    )
+    rep.table(rows, header=("phenomenon", "prediction", "measurement"))
+    rep.record(
+        "phenomena",
+        {
+            "absorption_margin": margin,
+            "absorption_rate": ab.mean_rate,
+            "absorption_fraction": ab.mean_fraction,
+            "antipodal_pairs": pairs.pairs.tolist(),
+            "antipodal_cos": pairs.cos.tolist(),
+            "antipodal_rates": pairs.rates.tolist(),
+            "antipodal_cofiring": pairs.cofiring.tolist(),
+            "predicted_rate": rate_pred,
+        },
+    )
+    _log(
+        f"phenomena: absorption rate {ab.mean_rate:.3f}; antipodal pairs {pairs.pairs.tolist()}", t0
+    )
+
+    # 5. Natural-image patches ----------------------------------------------------------
+    P = image_patches(size.n_patches, key=kp).astype(X.dtype)
+    Dp, hp = jaxsae.learn_dictionary(P, size.patch_atoms, LAM, key=kp, max_steps=150)
+    cp = jaxsae.certify(Dp, P, LAM)
+    _log(f"patches: {cp.verdict}", t0)
+    rep.section(
+        "5. Natural-image patches",
+        f"{size.n_patches} 8×8 grayscale patches from scikit-learn's sample images (mean removed, unit mean norm), "
+        f"K = {size.patch_atoms}.\n\n**Verdict:**\n\n{_bullets(cp.verdict)}",
+    )
+    rep.figure(
+        "patch_atoms",
+        plots.atoms_figure(Dp.atoms, title="Patch dictionary atoms"),
+        "Atoms learned on image patches",
+    )
+    rep.record("patch_certificate", cp.to_json())
+
+    path = rep.write(out)
+    _log(f"report written to {path}", t0)
+    return rep
