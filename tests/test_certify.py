@@ -364,3 +364,25 @@ def test_support_cap_overflow_is_counted(problem):
     np.testing.assert_allclose(np.asarray(cert.shrinkage_norm)[single], LAM, rtol=1e-12)
     with pytest.raises(ValueError, match="support_cap"):
         jaxsae.certify(late, X, LAM, support_cap=0)
+
+
+@pytest.mark.slow
+def test_duplicate_atoms_singular_gram_not_nested(problem):
+    """Atom 1 := atom 0 and atom 0's codes split evenly over the two: same objective,
+    singular G_S on those points, (R) equal to the pseudo-inverse value, and no
+    nesting defect (nesting forces equal atoms, which these are)."""
+    X, _, late = problem
+    ref = jaxsae.certify(late, X, LAM)
+    D = jaxsae.Dictionary(late.atoms.at[1].set(late.atoms[0]), mask=jnp.arange(K) != 2)
+    Z = jaxsae.sparse_code(late.with_mask(D.mask.at[1].set(False)), X, LAM).codes
+    Zs = Z.at[:, 1].set(Z[:, 0] / 2).at[:, 0].set(Z[:, 0] / 2)
+    cert = jaxsae.certify(D, X, LAM, codes=Zs, chunk_size=128)
+    fires = np.asarray(Z[:, 0] > 0)
+    assert int(cert.n_singular) == int(fires.sum()) > 0
+    assert cert.nested_pairs() == []
+    np.testing.assert_allclose(cert.amortisation_gap, 0, atol=1e-12)
+    ref_masked = jaxsae.certify(late.with_mask(D.mask.at[1].set(False)), X, LAM)
+    np.testing.assert_allclose(
+        cert.shrinkage_norm, ref_masked.shrinkage_norm, rtol=1e-9, atol=1e-12
+    )
+    assert float(ref.objective) <= float(ref_masked.objective)

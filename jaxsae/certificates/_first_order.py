@@ -55,7 +55,7 @@ class Certificate(eqx.Module):
         ``−λ‖z_k‖₁/N`` with KKT codes).
     Bias: bias_grad_norm ``‖Σ_n r_n‖/N`` (judged only when ``free_bias``).
     Pairs ((P)): pair_violation ``[j, k] = (Σ_{A_j∖A_k} z_jn(λ − g_kn) − λ(1 − d_jᵀd_k)‖z_j‖₁)/N``;
-        cofire counts; nested (``A_j ⊆ A_k``, ``j`` live); antipodal_cofire
+        cofire counts; nested (``A_j ⊆ A_k``, ``j`` live, ``d_j ≠ d_k``); antipodal_cofire
         (``cos < −antipodal_cos`` and co-firing).
     Residuals ((R)): residual_norm, shrinkage_norm, cofire_bound
         (``λ|S|/‖Σ_{k∈S} d_k‖``) per point; shrinkage_share (energy share);
@@ -294,7 +294,8 @@ def _assemble(dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_po
     pair = mask[:, None] & mask[None, :] & ~jnp.eye(mask.shape[0], dtype=bool)
     violation = jnp.where(pair, sums["plhs"] - lam_a * (1 - gram) * l1[:, None], 0) / N
     cofire = sums["cofire"]
-    nested = pair & live[:, None] & (cofire >= count[:, None])
+    # A_j ⊆ A_k forces d_j = d_k (P): only distinct atoms are a nesting defect.
+    nested = pair & live[:, None] & (cofire >= count[:, None]) & (gram < 1 - tol)
     antipodal = pair & (gram < -antipodal_cos) & (cofire > 0)
     best, rvec, where = worst
     rmax = jnp.maximum(best, 0)
