@@ -153,12 +153,12 @@ class JumpReLU(AbstractActivation):
 
     def __call__(self, pre):
         bandwidth = jax.lax.stop_gradient(self.bandwidth.astype(pre.dtype))
-        return jumprelu(pre, self.threshold, bandwidth)
+        return jumprelu(pre, self.threshold.astype(pre.dtype), bandwidth)
 
     def step(self, pre):
         """``H(pre − θ)`` with its straight-through θ-gradient (the L0 count, per latent)."""
         bandwidth = jax.lax.stop_gradient(self.bandwidth.astype(pre.dtype))
-        return heaviside_step(pre, self.threshold, bandwidth)
+        return heaviside_step(pre, self.threshold.astype(pre.dtype), bandwidth)
 
     def for_width(self, d_sae, dtype):
         if self.threshold.ndim not in (0, 1) or (
