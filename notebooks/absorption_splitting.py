@@ -158,6 +158,9 @@ print(
 )
 print("parents of the 3 atoms at K=3:", parents)
 assert kids.size == 2  # the predicted atom is the one that split
+tree = jaxsae.family_tree([D2, D3], hier.X, lam, key=jax.random.key(4))  # Hungarian matching
+print("family tree: split", tree.split[0].tolist(), "predicted", tree.predicted[0])
+assert tree.split[0].tolist() == [k] and tree.predicted[0] == k
 diff = np.asarray(wide_atoms[kids[0]] - wide_atoms[kids[1]])
 cos_dir = abs(diff @ np.asarray(pred.directions[k])) / np.linalg.norm(diff)
 C = np.abs(np.asarray(pred.children @ wide_atoms[kids].T))

@@ -189,7 +189,6 @@ def test_first_split_follows_split_score(getkey):
     """Two parents with two exclusive children each; parent 1's children are larger.
     Prediction from the K=2 optimum: the atom with the largest split score splits first
     when K=3, along its split direction, into the (A') centroids of its two sides."""
-    pytest.importorskip("jaxsae.certificates._splitting")  # split_scores, another module
     w = syn.hierarchy(
         key=getkey(),
         n_points=N,

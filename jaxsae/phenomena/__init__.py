@@ -6,6 +6,7 @@ component of residuals (R). Measurements: MMCS, MCC, absorption rates and
 fractions, dense latents, antipodal pairs, dark-matter R², split family trees.
 """
 
+from ._family_tree import FamilyTree as FamilyTree, family_tree as family_tree
 from ._matching import hungarian as hungarian
 from ._measurements import (
     Absorption as Absorption,

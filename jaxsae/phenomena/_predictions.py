@@ -13,8 +13,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from .._validate import as_float_array, check_data, check_lam, check_rank
+from ..certificates._splitting import split_scores
 from ..models._dictionary import Dictionary
 from ..models._objective import huber
+from ..solvers._lasso import sparse_code
 
 
 def _arr(x, name):
@@ -225,13 +227,9 @@ def split_prediction(
         >>> pred = jaxsae.phenomena.split_prediction(D, X, 0.1, codes=Z)
         >>> int(pred.atom), pred.children   # compare with the (K+1)-atom optimum
     """
-    from ..certificates._splitting import split_scores  # the certificate layer's L1-PCA
-
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
     if codes is None:
-        from ..solvers._lasso import sparse_code
-
         codes = sparse_code(dictionary, X, lam).codes
     scores, V = split_scores(dictionary, X, lam, codes=codes, key=key)
     return _children(dictionary, X, codes, scores, V)
