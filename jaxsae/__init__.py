@@ -97,6 +97,8 @@ from .phenomena import (
     mcc as mcc,
     mmcs as mmcs,
     residual_decomposition as residual_decomposition,
+    SplitPrediction as SplitPrediction,
+    split_prediction as split_prediction,
 )
 
 # The wide limit (W) and the convex candidate problem (THEORY §6)

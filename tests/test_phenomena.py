@@ -388,3 +388,49 @@ def test_absorption_measure_by_hand(getkey):
     per = (norm - lam) * (1.0 / norm) / 1.0
     np.testing.assert_allclose(A.fraction, [per * kid1.mean()], rtol=1e-9)
     np.testing.assert_allclose(A.full_rate, [kid1.mean()])
+
+
+# --- dtypes, jit and vmap ---------------------------------------------------------------
+
+
+def test_float32_matches_float64(getkey):
+    X = jax.random.normal(getkey(), (40, DIM))
+    A = jax.random.normal(getkey(), (K, DIM))
+    D64 = jaxsae.Dictionary(A)
+    Z = jaxsae.sparse_code(D64, X, 0.3).codes
+    d64 = ph.residual_decomposition(D64, X, Z, 0.3)
+    d32 = ph.residual_decomposition(
+        D64.astype(jnp.float32), X.astype(jnp.float32), Z.astype(jnp.float32), 0.3
+    )
+    assert d32.shrinkage.dtype == jnp.float32
+    np.testing.assert_allclose(d32.shrinkage, d64.shrinkage, atol=1e-4)
+    np.testing.assert_allclose(float(d32.share), float(d64.share), rtol=1e-4)
+    G = jax.random.normal(getkey(), (3, DIM))
+    np.testing.assert_allclose(
+        float(ph.mmcs(A.astype(jnp.float32), G.astype(jnp.float32))),
+        float(ph.mmcs(A, G)),
+        rtol=1e-5,
+    )
+    np.testing.assert_allclose(
+        float(ph.dark_matter_r2(X.astype(jnp.float32), (0.5 * X).astype(jnp.float32))),
+        float(ph.dark_matter_r2(X, 0.5 * X)),
+        atol=1e-5,
+    )
+    lam32 = jnp.float32(0.4)
+    assert (
+        ph.absorption_gain(alpha=jnp.float32(1.0), beta=jnp.float32(0.8), lam=lam32).dtype
+        == jnp.float32
+    )
+
+
+def test_predictions_vmap_over_lam_equals_loop():
+    lams = jnp.linspace(0.05, 1.5, 7)
+    f = lambda lam: (  # noqa: E731
+        ph.absorption_gain(alpha=1.0, beta=0.8, lam=lam),
+        ph.antipodal_rate_gaussian(sigma=1.0, lam=lam),
+        ph.absorption_predicted(alpha=1.0, beta=0.8, lam=lam),
+    )
+    batched = jax.vmap(f)(lams)
+    for i, lam in enumerate(lams):
+        for b, one in zip(batched, f(lam)):
+            np.testing.assert_allclose(np.asarray(b[i]), np.asarray(one), rtol=1e-14)
