@@ -142,7 +142,7 @@ CHILD = textwrap.dedent(
         def stalled(directory, step, state, meta, **kw):
             path = real(directory, step, state, meta, **kw)
             if step == 10:
-                time.sleep(120)
+                time.sleep(600)
             return path
         _train_sae.save_checkpoint = stalled
     key = jax.random.key(0)
@@ -179,7 +179,7 @@ def test_resume_after_kill_is_bit_for_bit(tmp_path):
         [sys.executable, str(script), "slow", str(ckpt), str(tmp_path / "killed.npz")], env=env
     )
     try:
-        deadline = time.time() + 120
+        deadline = time.time() + 400
         while not (ckpt / "step-000000010").exists():
             assert child.poll() is None, "training exited before it could be killed"
             assert time.time() < deadline, "no checkpoint appeared"
