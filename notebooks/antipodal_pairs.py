@@ -63,7 +63,7 @@ def pair_rates(D, Z):
 
 
 # %%
-pred, joint, sae_rates = [], [], []
+pred, pred_sample, joint, sae_rates = [], [], [], []
 for lam in LAMS:
     best = None
     for s in SEEDS:
@@ -82,6 +82,7 @@ for lam in LAMS:
     assert cos <= -0.99 and co == 0.0
     assert np.max(np.abs(rates - sample)) <= 0.02
     pred.append(closed)
+    pred_sample.append(sample.mean())
     joint.append(rates.mean())
 
     sae = jaxsae.SAE.init(
@@ -113,6 +114,6 @@ fig = prediction_vs_measurement(
     ylabel="firing rate of each atom of the ±v pair",
     title="dense antipodal pair: P(t > λ) vs measured",
     labels=("predicted ½ erfc(λ/σ√2)", "joint optimum"),
-    extra={"ReLU SAE": sae_rates},
+    extra={"ReLU SAE": sae_rates, "predicted P(t > λ) on this sample": pred_sample},
 )
 save_figure(fig, FIGS / "antipodal_pairs.png")
