@@ -25,6 +25,7 @@ SCRIPTS = [
     "dictionary_learning",
     "sae_training",
     "second_order",
+    "certify",
     "convex",
     "sweep",
     "scaling",
