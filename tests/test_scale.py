@@ -111,7 +111,8 @@ MEMORY_CHILD = textwrap.dedent(
                 return int(line.split()[1]) * 1024
     X = np.load(path, mmap_mode="r")
     D = jaxsae.Dictionary(np.random.default_rng(1).normal(size=(K, X.shape[1])).astype(np.float32))
-    jaxsae.certify(D, X[: 2 * chunk + 5], 0.3, chunk_size=chunk)  # compile, warm the allocator
+    # compile and let the allocators reach their steady state (a one-off ~35 MB)
+    jaxsae.certify(D, X[: 10 * chunk + 5], 0.3, chunk_size=chunk)
     before = hwm()
     cert = jaxsae.certify(D, X, 0.3, chunk_size=chunk)
     after = hwm()
@@ -142,18 +143,20 @@ def _peak_rss_of_stream(path, K, chunk, timeout):
 
 
 def test_streaming_certify_memory_is_bounded_by_the_chunk(tmp_path):
-    """A 200k × 64 float32 memmap (51 MB) certified in chunks of 4096 (1 MB):
-    peak RSS grows by far less than the file (reading it whole, or keeping its
-    pages mapped, would add ≥ 51 MB)."""
-    N, d = 200_000, 64
+    """A 100k × 256 float32 memmap (102 MB) certified in chunks of 2048 (2 MB):
+    peak RSS grows by far less than the file. Reading it whole, or keeping its
+    pages mapped (they count in RSS), would add ≥ 102 MB; what may grow is the
+    O(N) per-point output (3 numbers a point, 1.2 MB each) and allocator noise
+    (measured 2–27 MB on the shared machine)."""
+    N, d = 100_000, 256
     _write_memmap(tmp_path / "x.npy", N, d)
-    before, after, n, r_stream, r_head, gap = _peak_rss_of_stream(tmp_path / "x.npy", 8, 4096, 300)
+    before, after, n, r_stream, r_head, gap = _peak_rss_of_stream(tmp_path / "x.npy", 8, 2048, 600)
     assert n == N
     np.testing.assert_allclose(r_stream, r_head, rtol=1e-5)  # same numbers as in memory
     assert np.isfinite(gap) and gap >= 0
     data_bytes = N * d * 4
-    assert after - before < 16 * 2**20, (after - before) / 2**20
-    assert after - before < data_bytes / 3
+    assert after - before < 40 * 2**20, (after - before) / 2**20
+    assert after - before < data_bytes / 2.5
 
 
 @pytest.mark.slow
