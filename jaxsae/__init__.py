@@ -110,4 +110,15 @@ from .convex._candidates import (
 )
 from .convex._path import candidate_path as candidate_path
 
+# Scale: streaming over memmaps / chunk iterables, data- and atom-parallel meshes
+from .certificates._certify_stream import certify_stream as certify_stream
+from ._sharding import (
+    data_mesh as data_mesh,
+    model_mesh as model_mesh,
+    replicate as replicate,
+    shard_atoms as shard_atoms,
+    shard_rows as shard_rows,
+    shard_sae as shard_sae,
+)
+
 __version__ = "0.1.0"
