@@ -102,20 +102,20 @@ def _step(static, state: TrainState):
     sae = eqx.apply_updates(state.sae, updates)
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
-    active = Z != 0
-    fired = jnp.any(active, axis=0)
+    # one pass over the (B, K) codes serves the dead/dense counters and L0
+    counts = jnp.sum(Z != 0, axis=0, dtype=state.fire_count.dtype)
     new = TrainState(
         sae=sae,
         opt_state=opt_state,
         step=state.step + 1,
         key=state.key,
-        since_fired=jnp.where(fired, 0, state.since_fired + 1),
-        fire_count=state.fire_count + jnp.sum(active, axis=0, dtype=state.fire_count.dtype),
+        since_fired=jnp.where(counts > 0, 0, state.since_fired + 1),
+        fire_count=state.fire_count + counts,
     )
     metrics = {
         "loss": loss,
         "mse": jnp.mean(jnp.sum((X - X_hat) ** 2, axis=-1)),
-        "l0": jnp.sum(active, dtype=data.dtype) / B,
+        "l0": jnp.sum(counts).astype(data.dtype) / B,
         "explained_variance": _metrics.explained_variance(X, X_hat),
         "shrinkage": _metrics.shrinkage(X, X_hat),
         "lam": lam_t,
