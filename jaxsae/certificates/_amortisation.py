@@ -38,13 +38,20 @@ class AmortisationGap(eqx.Module):
 
 
 def amortisation_gap(
-    sae: SAE, X: Float[Array, "N d"], lam, **sparse_code_kwargs
+    sae: SAE,
+    X: Float[Array, "N d"],
+    lam,
+    *,
+    tol: float | None = None,
+    max_steps: int = 200,
+    chunk_size: int | None = None,
 ) -> AmortisationGap:
     """``L(D, Z_sae) − L(D, Z*)`` for the SAE's folded dictionary ``D`` (THEORY §1).
 
     ``D = sae_dictionary(sae)``, ``Z_sae = sae_codes(sae, X)`` (codes times decoder
     norms, THEORY §0) and ``Z*`` the certified lasso codes of ``jaxsae.sparse_code``
-    (extra keyword arguments go to it). Also returns the KKT residuals of ``Z_sae``.
+    (``tol``, ``max_steps``, ``chunk_size`` are its options). Also returns the KKT
+    residuals of ``Z_sae``.
 
     Example:
         >>> ag = jaxsae.amortisation_gap(sae, X, 0.1)
@@ -54,7 +61,7 @@ def amortisation_gap(
     X = check_data(X, sae.d_in, sae.dtype)
     lam = check_lam(lam, sae.dtype)
     Z = sae_codes(sae, X)
-    sol = sparse_code(D, X, lam, **sparse_code_kwargs)
+    sol = sparse_code(D, X, lam, tol=tol, max_steps=max_steps, chunk_size=chunk_size)
     L_sae = objective(D, X, Z, lam)
     L_opt = objective(D, X, sol.codes, lam)
     return AmortisationGap(
