@@ -11,6 +11,7 @@ from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import default_tol
 from . import _dl_driver
+from ._checkpoint_dl import DLCheckpointer
 from ._dl_manifold import stack
 from ._dl_policy import AbstractDeadAtomPolicy, ReseedDead
 from ._dl_steps import init_state
@@ -132,6 +133,8 @@ def learn_dictionary(
     code_tol: float | None = None,
     progress: bool = False,
     throw: bool = False,
+    checkpoint_dir=None,
+    checkpoint_every: int = 50,
 ) -> tuple[Dictionary, DictionaryHistory]:
     """Learn a dictionary solving the joint problem of THEORY §0 to a first-order tolerance.
 
@@ -179,6 +182,11 @@ def learn_dictionary(
             can be checked to ~1e-12; 1e-5 in float32).
         progress: show a tqdm progress bar.
         throw: raise if the tolerance was not met.
+        checkpoint_dir: a folder for checkpoints (atoms, bias, codes, L-BFGS memory,
+            step, history), written atomically every ``checkpoint_every`` steps; a
+            call with the same arguments resumes from the newest one, to the same
+            result as an uninterrupted run (after SIGKILL too).
+        checkpoint_every: steps between checkpoints.
 
     Returns:
         ``(dictionary, history)``: the learned ``Dictionary`` and a
@@ -206,7 +214,10 @@ def learn_dictionary(
     )
     P, mask = initial_point(X, n_atoms, init, bias, key=key)
     state = init_state(P, X, cfg["memory"])
-    state, hist = _dl_driver.run(state, X, lam, mask, cfg=cfg, batched=False, progress=progress)
+    ckpt = None if checkpoint_dir is None else DLCheckpointer(checkpoint_dir, checkpoint_every)
+    state, hist = _dl_driver.run(
+        state, X, lam, mask, cfg=cfg, batched=False, progress=progress, checkpoint=ckpt
+    )
     return finish(state, hist, mask, bias, throw)
 
 

@@ -47,12 +47,20 @@ def _lbfgs(state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_ba
     return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
 
 
-def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
-    """Run both phases; returns ``(state, history dict of numpy arrays)``."""
+def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=None):
+    """Run both phases; returns ``(state, history dict of numpy arrays)``.
+
+    ``checkpoint`` (a ``_checkpoint_dl.DLCheckpointer``) restores the newest saved
+    ``(state, history)`` first and saves after history entries; the number of
+    entries fixes where the loop resumes, so a resumed run repeats no step.
+    """
     from tqdm.auto import tqdm
 
     hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
-    t0 = time.perf_counter()
+    if checkpoint is not None:
+        state, hist = checkpoint.restore(state, X, lam, mask, cfg)
+    done = len(hist["objective"])
+    t0 = time.perf_counter() - (float(hist["time"][-1]) if done else 0.0)
 
     def record(state, phase):
         v, g, a = jax.device_get((state.value, state.grad_norm, state.align))
@@ -61,6 +69,8 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
         hist["alignment"].append(a)
         hist["time"].append(time.perf_counter() - t0)
         hist["phase"].append(phase)
+        if checkpoint is not None:
+            checkpoint.after_entry(state, hist)
         return v, g
 
     bar = tqdm(
@@ -70,7 +80,8 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
         leave=False,
     )
     common = (cfg["free_bias"],)
-    for _ in range(cfg["warm_steps"]):
+    bar.update(min(done, cfg["warm_steps"] + cfg["max_steps"]))
+    for _ in range(min(done, cfg["warm_steps"]), cfg["warm_steps"]):
         state = _alternating(
             state,
             X,
@@ -84,9 +95,12 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
         v, g = record(state, 0)
         bar.update(1)
         bar.set_postfix(F=f"{np.max(v):.6g}", phase="alternating")
-    state = _start(state, X, lam, mask, *common, cfg["code_tol"], cfg["max_code_steps"], batched)
-    record(state, 1)
-    for _ in range(cfg["max_steps"]):
+    if done <= cfg["warm_steps"]:
+        state = _start(
+            state, X, lam, mask, *common, cfg["code_tol"], cfg["max_code_steps"], batched
+        )
+        record(state, 1)
+    for _ in range(max(0, done - cfg["warm_steps"] - 1), cfg["max_steps"]):
         if bool(np.all(jax.device_get(state.done))):
             break
         state = _lbfgs(
@@ -105,4 +119,6 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool):
         bar.update(1)
         bar.set_postfix(F=f"{np.max(v):.10g}", grad=f"{np.max(g):.2e}", phase="L-BFGS")
     bar.close()
+    if checkpoint is not None:
+        checkpoint.after_entry(state, hist, final=True)
     return state, {k: np.asarray(v) for k, v in hist.items()}

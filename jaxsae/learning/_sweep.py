@@ -19,6 +19,7 @@ from jaxtyping import Array, Float
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..certificates._wide import wide_bound
 from . import _dl_driver
+from ._checkpoint_dl import DLCheckpointer
 from ._dictionary_learning import data_init, make_config
 from ._dl_manifold import stack
 from ._dl_steps import init_state
@@ -63,6 +64,8 @@ def sweep(
     bias: bool = False,
     memory: int = 10,
     progress: bool = False,
+    checkpoint_dir=None,
+    checkpoint_every: int = 50,
 ) -> SweepResult:
     """Learn a dictionary for every (width, λ, seed) at once and tabulate the optima.
 
@@ -84,6 +87,8 @@ def sweep(
             says so); the name is kept so the table format will not change.
         max_steps, warm_steps, inner_steps, tol, bias, memory: as in ``learn_dictionary``.
         progress: show a progress bar.
+        checkpoint_dir, checkpoint_every: as in ``learn_dictionary``: all runs are
+            checkpointed together and a repeated call resumes from the newest one.
 
     Returns:
         A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
@@ -134,7 +139,10 @@ def sweep(
     lam_arr = jnp.asarray([lam for _, lam, _ in grid], dtype)
     state = jax.vmap(lambda p: init_state(p, X, cfg["memory"]))(P)
     state, lam_arr, masks = _shard((state, lam_arr, masks), len(grid))
-    state, _ = _dl_driver.run(state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress)
+    ckpt = None if checkpoint_dir is None else DLCheckpointer(checkpoint_dir, checkpoint_every)
+    state, _ = _dl_driver.run(
+        state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress, checkpoint=ckpt
+    )
     return _tabulate(X, grid, state, masks, bias)
 
 
