@@ -93,7 +93,10 @@ def _round(P: _Problem, Zit, Z, gap, kkt, Yc, B, ident, cap: int, pdas: tuple, e
         dtype
     )
     Zb = Zb.astype(dtype)
-    Zp = polish(Zb, Bi - GZ - lam_i, B, P.G, P.lam, P.mask, cap, pdas[1], ident, pdas[0])
+    rank = P.atoms.shape[1]
+    Zp = polish(
+        Zb, Bi - GZ - lam_i, B, P.G, P.lam, P.mask, cap, pdas[1], ident, pdas[0], rank, eval_bcd
+    )
     res_p = _evaluate(P.atoms, Yc, Zp, P.lam, P.mask)
     ok_p = jnp.isfinite(res_p.gap)
     Zit = jnp.where((ok_p & (res_p.primal < p_b))[:, None], Zp, Zb)
@@ -145,8 +148,9 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
     skip = (Z0, Z0, gap0, kkt0)
     Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
     steps = (~done0).astype(jnp.int32)
-    M = max(1, -(-N // 8))
-    cap2 = min(K, 2 * cap)
+    M = min(N, max(64, -(-N // 64)))
+    # Later rounds must hold a whole support (≤ d when unique) plus violators.
+    cap2 = min(K, max(2 * cap, min(Yc.shape[1], 128) + 16))
 
     def cond(state):
         gap, k = state[2], state[-1]
@@ -160,7 +164,17 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
         sel = jnp.where(nz < N, (nz + off.astype(nz.dtype)) % N, N)
         t = jnp.minimum(sel, N - 1)
         out = _round(
-            P, Zit[t], Z[t], gap[t], kkt[t], Yc[t], B[t], dtype, cap2, (0, pdas_iter), eval_bcd=True
+            P,
+            Zit[t],
+            Z[t],
+            gap[t],
+            kkt[t],
+            Yc[t],
+            B[t],
+            dtype,
+            cap2,
+            (0, 4 * pdas_iter),
+            eval_bcd=True,
         )
         put = dict(mode="drop", unique_indices=True)
         Zit, Z, gap, kkt = (a.at[sel].set(o, **put) for a, o in zip((Zit, Z, gap, kkt), out))
@@ -197,7 +211,7 @@ def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size):
 
     Z, gap, kkt, conv, steps = _chunked(solve, Yc, Z0, chunk_size)
     # Differentiable view of the solution: implicit differentiation on the active set.
-    cap_implicit = min(atoms.shape[0], 2 * cfg[3])
+    cap_implicit = min(atoms.shape[0], max(2 * cfg[3], min(atoms.shape[1], 128) + 16))
     Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap_implicit)
     finite = jnp.all(jnp.isfinite(gap))
     result = RESULTS.where(
@@ -243,13 +257,13 @@ def sparse_code(
         lam: λ > 0 (a scalar; may be a traced array, so ``vmap`` over λ works).
         tol: relative gap tolerance; default 1e-12 in float64, 1e-5 in float32.
         max_steps: maximum number of rounds (the first on all points, later
-            ones on up to ``ceil(N/8)`` uncertified points each).
+            ones on up to ``max(64, ceil(N/64))`` uncertified points each).
         init: warm-start codes ``(N, K)`` (clipped at 0); points whose warm
             start is already certified take no round at all.
         chunk_size: solve this many points at a time (bounded memory for large N).
         support_cap: candidate-set size of the first round's exact polish
-            (default ``min(K, d, 40)``; later rounds use twice as many). A
-            unique solution has ``|S| ≤ d``.
+            (default ``min(K, d, 40)``; later rounds use
+            ``min(K, max(2·cap, min(d, 128) + 16))``). A unique solution has ``|S| ≤ d``.
         sweeps: block-coordinate sweeps per round before the polish.
         throw: raise if not every point converged.
 
