@@ -100,3 +100,13 @@ def primal_dual(X, C, Z, lam, gamma):
     gap = (0.5 * (1 - s) ** 2 * rr + lam * l1 + gamma * grp - s * za) / N
     dual = (s * rx - 0.5 * s * s * rr) / N
     return primal, dual, jnp.maximum(gap, 0)
+
+
+def dual_value(X, C, U, lam, gamma):
+    """The dual objective ``(1/N)[⟨sU, X⟩ − ½‖sU‖²]`` at any guess ``U`` scaled into the
+    feasible set by :func:`dual_scale`: a certified lower bound on the optimum."""
+    uu = jnp.sum(U * U)
+    ux = jnp.sum(U * X)
+    s_max = jnp.where(uu > 0, ux / jnp.where(uu > 0, uu, 1), 0)
+    s = dual_scale(U @ C.T, s_max, lam, gamma)
+    return (s * ux - 0.5 * s * s * uu) / X.shape[0]
