@@ -2,7 +2,8 @@
 
 Each subcommand module provides ``NAME``, ``HELP``, ``EPILOG`` (examples),
 ``add_arguments(parser)`` and ``run(args) -> int``, and only calls the public
-API. User errors (``ValueError``, missing files) print one line and exit with
+API. User errors (``ValueError``, ``OSError`` such as missing or unwritable
+paths, ``NotImplementedError``) print one line and exit with
 code 2; ``--debug`` shows the traceback instead.
 """
 
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_enable_x64", not args.float32)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError, KeyError) as err:
+    # ValueError covers json.JSONDecodeError; OSError covers missing, unreadable and
+    # unwritable paths (FileNotFoundError, PermissionError, IsADirectoryError, ...).
+    except (ValueError, OSError, KeyError, NotImplementedError) as err:
         if args.debug:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
