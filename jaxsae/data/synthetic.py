@@ -96,6 +96,7 @@ def _finish(key, codes, features, noise, parent, dense, labels, name) -> World:
     return World(X, features, codes, parent, dense, labels, name)
 
 
+@eqx.filter_jit
 def sparse_features(
     *,
     key: PRNGKeyArray,
@@ -143,6 +144,7 @@ def sparse_features(
     )
 
 
+@eqx.filter_jit
 def hierarchy(
     *,
     key: PRNGKeyArray,
@@ -198,6 +200,7 @@ def hierarchy(
     return _finish(kn, codes, features, noise, parent, jnp.zeros(F, bool), labels, "hierarchy")
 
 
+@eqx.filter_jit
 def parent_child(
     *,
     key: PRNGKeyArray,
@@ -228,6 +231,7 @@ def parent_child(
     return World(w.X, w.features, w.codes, w.parent, w.dense, w.labels, "parent_child")
 
 
+@eqx.filter_jit
 def dense_signed(
     *,
     key: PRNGKeyArray,
@@ -271,6 +275,7 @@ def dense_signed(
     )
 
 
+@eqx.filter_jit
 def gaussian_mixture(
     *,
     key: PRNGKeyArray,
