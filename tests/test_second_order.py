@@ -15,6 +15,7 @@ import jaxsae
 from jaxsae.certificates._second_order import second_order, second_order_dense
 
 D_, K_, N_, LAM = 4, 3, 60, 0.1
+CHUNK = 16  # Lanczos runs stream 4 padded chunks; the dense Hessians use one chunk
 
 
 def _problem(seed=2):
@@ -97,14 +98,14 @@ def test_hessian_matches_finite_differences_at_generic_point(free_bias):
     assert np.linalg.norm(H - H_fd) <= 1e-5 * np.linalg.norm(H_fd)
     # not stationary here, so the curvature term differs from λ‖z_k‖₁/N: the
     # general form −(d_kᵀ∇_k F)ξ_k is what the FD check validated
-    assert not second_order(D, X, LAM).stationary
+    assert not second_order(D, X, LAM, chunk_size=CHUNK).stationary
 
 
 def test_optimum_is_strict_local_minimum_and_lanczos_matches_eigh():
     A, X = _problem()
     atoms = _alternating_minimum(A, X)
     D = jaxsae.Dictionary(atoms)
-    res = second_order(D, X, LAM, n_eigs=3, key=jax.random.key(3))
+    res = second_order(D, X, LAM, n_eigs=3, key=jax.random.key(3), chunk_size=CHUNK)
     dense = second_order_dense(D, X, LAM)
     H_fd = _fd_hessian(np.asarray(D.atoms), np.asarray(D.bias), X, dense.basis, False)
     ev_fd = np.linalg.eigvalsh(H_fd)
@@ -148,7 +149,7 @@ def _saddle_problem():
 def test_saddle_negative_curvature_lowers_objective():
     atoms, X = _saddle_problem()
     D = jaxsae.Dictionary(atoms)
-    res = second_order(D, X, LAM, n_eigs=2)
+    res = second_order(D, X, LAM, n_eigs=2, chunk_size=CHUNK)
     assert res.regular and res.stationary
     lmin = float(res.min_eigenvalue)
     assert lmin < 0 and res.verdict.startswith("saddle")
@@ -175,7 +176,7 @@ def test_degenerate_pair_is_reported():
     # their code is 0 (they add nothing to the gradient: still stationary)
     X = np.array(X)
     X[[0, 20]] = [0.0, 0.0, LAM, 0.0]
-    res = second_order(D, X, LAM)
+    res = second_order(D, X, LAM, chunk_size=CHUNK)
     assert not res.regular and res.n_degenerate == 2 and res.stationary
     assert res.verdict.startswith("not regular: 2 degenerate pairs")
     assert res.verdict.endswith("→ saddle")  # atom e1 still has negative curvature

@@ -110,14 +110,20 @@ def dense_codes(fs: FrozenSupport, K: int) -> Float[Array, "N K"]:
 
 
 def _chunk_gradient(atoms, bias, lam, X, w, z0, idx, Ginv):
-    """Summed envelope gradient of one chunk at ``(atoms, bias)`` with ``z = z_lin``."""
+    """Summed envelope gradient of one chunk at ``(atoms, bias)`` with ``z = z_lin``.
+
+    Everything runs on the gathered supports ``(m, cap, d)``: the cost is
+    ``O(m·cap·d)``, independent of the number of atoms K.
+    """
+    K, d = atoms.shape
     Y = X - bias
-    Z0 = _scatter(idx, z0, atoms.shape[0])
-    E = (Y - Z0 @ atoms) @ atoms.T - lam
-    Ec = jnp.take_along_axis(E, idx, axis=1)
-    Z = Z0 + _scatter(idx, jnp.einsum("mij,mj->mi", Ginv, Ec), atoms.shape[0])
-    R = Y - Z @ atoms
-    return -((w[:, None] * Z).T @ R), -(w @ R)
+    Ac = atoms[idx]
+    E = jnp.einsum("md,mcd->mc", Y - jnp.einsum("mc,mcd->md", z0, Ac), Ac) - lam
+    z = z0 + jnp.einsum("mij,mj->mi", Ginv, E)
+    R = Y - jnp.einsum("mc,mcd->md", z, Ac)
+    outer = ((w[:, None] * z)[..., None] * R[:, None, :]).reshape(-1, d)
+    gA = jax.ops.segment_sum(outer, idx.reshape(-1), num_segments=K)
+    return -gA, -(w @ R)
 
 
 def frozen_gradient(fs: FrozenSupport, atoms, bias, lam):
