@@ -220,6 +220,7 @@ def test_first_split_follows_split_score(getkey):
 # --- a vanilla SAE on the same worlds ---------------------------------------------
 
 
+@pytest.mark.slow  # trains an SAE (compiles train_sae and amortisation_gap); ~40 s
 def test_sae_certificates_quantify_distance_to_joint_optimum(getkey):
     """A ReLU SAE trained on the dense ±a world: its codes are not the lasso codes of
     its own dictionary (amortisation gap > 0, KKT violated) and its objective is above
