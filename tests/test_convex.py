@@ -12,6 +12,7 @@ import pytest
 
 import jaxsae
 from jaxsae.cli._main import main
+from jaxsae.convex import _candidates
 from jaxsae.convex._group_prox import primal_dual
 
 LAM = 0.1
@@ -75,11 +76,14 @@ def test_matches_cvxpy_many_candidates(gamma):
     np.testing.assert_allclose(np.asarray(sol.codes) @ C, Zref @ C, atol=1e-5)
 
 
-def test_gap_bounds_suboptimality_of_early_iterates():
+def test_gap_bounds_suboptimality_of_early_iterates(monkeypatch):
     X, C = _instance(2, N=12, d=4, M=16)
     gamma = 0.5
     ref, _ = _cvxpy(X, C, LAM, gamma)
     gaps = []
+    traces = []
+    inner = _candidates._fista
+    monkeypatch.setattr(_candidates, "_fista", lambda *a, **k: traces.append(1) or inner(*a, **k))
     for steps in (20, 60, 200):
         sol = jaxsae.solve_candidate_problem(X, C, LAM, gamma, tol=1e-300, max_steps=steps)
         assert int(sol.steps) == steps
@@ -90,6 +94,7 @@ def test_gap_bounds_suboptimality_of_early_iterates():
         assert float(sol.dual) <= ref + 1e-9 * ref
         gaps.append(float(sol.gap))
     assert gaps[-1] < gaps[0]
+    assert len(traces) <= 1  # max_steps and tol are data: same shapes never recompile
     # The certificate on arbitrary feasible codes (not FISTA iterates) is also a bound.
     rng = np.random.default_rng(0)
     for scale in (0.0, 0.1, 1.0):

@@ -49,9 +49,9 @@ def test_bound_below_any_dictionary_and_codes(getkey):
     X = _data(1)
     lam = 0.3
     wl = jaxsae.wide_limit(X, lam)
-    for K in (3, 40, 200):
+    for K in (5, 60):
         D = jaxsae.Dictionary(jax.random.normal(getkey(), (K, X.shape[1]), jnp.float64))
-        for scale in (0.01, 0.3, 1.0):
+        for scale in (0.05, 1.0):
             Z = scale * jax.random.exponential(getkey(), (X.shape[0], K), jnp.float64) / K
             assert float(jaxsae.objective(D, X, Z, lam)) >= float(wl.value)
 

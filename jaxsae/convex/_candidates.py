@@ -137,6 +137,7 @@ def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
         P, D, gap = primal_dual(X, C, Z, lam, gamma)
         Rs = jnp.concatenate([Rs[1:], (X - Z @ C)[None]])
         D_acc = dual_value(X, C, _anderson(Rs), lam, gamma)
+        D_acc = jnp.where(jnp.isfinite(D_acc), D_acc, -jnp.inf)  # a failed guess is ignored
         # Every dual feasible point bounds P* from below: keep the best one seen.
         D_best = jnp.maximum(
             D_best, jnp.where(k >= _N_ANDERSON * check_every, jnp.maximum(D, D_acc), D)

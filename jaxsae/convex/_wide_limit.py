@@ -143,7 +143,7 @@ def _solve_bias(X, lam, b0, tol, max_steps):
         b = _step(X, b, lam)
         return b, gap_of(b), k + 1
 
-    b, gap, k = jax.lax.while_loop(cond, body, (b0, gap_of(b0), jnp.asarray(0)))
+    b, gap, k = jax.lax.while_loop(cond, body, (b0, gap_of(b0), jnp.zeros((), jnp.int32)))
     result = RESULTS.where(
         jnp.isfinite(gap),
         RESULTS.where(done(b, gap), RESULTS.successful, RESULTS.max_steps_reached),
@@ -228,9 +228,11 @@ def wide_limit(
                 f"bias must be True/False or an array of shape ({d},), got shape {tuple(b.shape)}."
             )
     if free:
-        b, steps, result = _solve_bias(X, lam, b, float(tol), int(max_steps))
+        b, steps, result = _solve_bias(
+            X, lam, b, jnp.asarray(tol, X.dtype), jnp.asarray(max_steps, jnp.int32)
+        )
     else:
-        steps, result = jnp.asarray(0), RESULTS.successful
+        steps, result = jnp.zeros((), jnp.int32), RESULTS.successful
     out = _assemble(X, lam, b, steps, result, free)
     if throw:
         out = eqx.tree_at(
