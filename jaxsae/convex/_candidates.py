@@ -245,8 +245,10 @@ def solve_candidate_problem(
         min_{Z ≥ 0}  (1/N) [ ½‖X − Z C‖² + λ Σ Z + γ Σ_m ‖z_m‖₂ ]
 
     by FISTA with adaptive restart (step ``1/‖C‖₂²``) and the exact column prox
-    (shift by λ, clip at 0, group shrinkage). Every ``check_every`` iterations the
-    residual ``R`` is scaled into the dual feasible set
+    (shift by λ, clip at 0, group shrinkage); momentum is kept across checks.
+    Every ``check_every`` iterations the residual ``R`` (and an Anderson
+    extrapolation of the last residuals, Massias et al. 2018) is scaled into the
+    dual feasible set
     ``{U : ‖(c_mᵀU − λ)_+‖ ≤ γ ∀m}`` of ``max ⟨U, X⟩ − ½‖U‖²`` and the solver stops
     when ``gap ≤ tol · objective``. γ = 0 with the normalised points as candidates
     is the wide limit (W). γ may be traced: ``jax.vmap`` over γ works.
