@@ -223,7 +223,6 @@ SHARDED_CHILD = textwrap.dedent(
         return len(a.sharding.device_set)
     out = {}
     # certify: streamed over the data mesh vs one device, and in memory on sharded rows
-    print("start", flush=True)
     one = certify_stream(D, X, lam, chunk_size=96, mesh=False)
     one_codes = jnp.asarray(Z)
     many = certify_stream(D, X, lam, chunk_size=96)
@@ -231,7 +230,6 @@ SHARDED_CHILD = textwrap.dedent(
     out["certify_stream"] = max(err(one.pair_violation, many.pair_violation),
                                 err(one.residual_norm, many.residual_norm), err(one.objective, many.objective))
     out["certify_rows"] = max(err(one.atom_alignment, rows.atom_alignment), err(one.objective, rows.objective))
-    print("certify done", flush=True)
     # atom-parallel (model axis): a wide SAE split by latent, forward and loss gradient
     def f64(tree):
         return jax.tree.map(lambda a: a.astype(jnp.float64) if eqx.is_inexact_array(a) else a, tree)
