@@ -275,7 +275,8 @@ def test_sharded_equals_single_device_on_8_devices():
     import json
 
     res = json.loads(out.stdout.split("RESULT")[-1])
-    assert res["atoms_sharded_on"] == 8
+    assert res["atoms_sharded_on"] == 8 and res["hessian_rows_on"] == 8
+    assert res["sae_grad_scale"] > 1e-3
     for key in (
         "certify_stream",
         "certify_rows",
@@ -284,6 +285,6 @@ def test_sharded_equals_single_device_on_8_devices():
         "train_W_dec",
         "train_loss",
     ):
-        assert res[key] < 1e-10, (key, res[key])
+        assert res[key] < 1e-10, (key, res[key])  # equal up to the order of sums
     assert res["train_moved"] > 1e-4  # the steps did change the SAE
     assert res["hessian"] < 1e-9 * max(1.0, res["hessian_scale"]), res
