@@ -26,8 +26,9 @@ class LearningResult(eqx.Enumeration):
         "Raise max_steps or loosen tol; history.grad_norm shows the progress."
     )
     stalled = (
-        "The line search could not decrease F any further (F is flat to rounding) before "
-        "the tolerance was met. Use float64, or loosen tol."
+        "learn_dictionary stopped improving before the tolerance was met: the line search "
+        "failed twice, or F stayed flat to rounding while the first-order measures stopped "
+        "halving for 30 steps (the rounding floor, typical of float32). Use float64, or loosen tol."
     )
 
 
@@ -158,7 +159,9 @@ def learn_dictionary(
     It stops when both first-order measures are at most ``tol``: the largest
     Riemannian gradient norm ``‖(I − d_k d_kᵀ)∇_k F‖`` (and the bias gradient
     when ``bias=True``), and the largest alignment error of (A),
-    ``‖d_k − c_k/(λ‖z_k‖₁)‖`` with ``c_k = Σ_n z_kn r_n`` over used atoms.
+    ``‖d_k − c_k/(λ‖z_k‖₁)‖`` with ``c_k = Σ_n z_kn r_n`` over used atoms. It
+    also stops, with ``LearningResult.stalled``, at the rounding floor (in float32
+    the alignment error of (A) floors near 1e-3 on small problems).
 
     Args:
         X: data ``(N, d)``; float32 or float64 (the computation uses its dtype).

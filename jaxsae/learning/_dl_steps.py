@@ -44,6 +44,8 @@ class DLState(eqx.Module):
     head: jax.Array
     count: jax.Array
     fails: jax.Array
+    flat: jax.Array
+    best: jax.Array
     done: jax.Array
     stalled: jax.Array
 
@@ -79,6 +81,8 @@ def init_state(P, X, memory: int) -> DLState:
         head=jnp.zeros((), jnp.int32),
         count=jnp.zeros((), jnp.int32),
         fails=jnp.zeros((), jnp.int32),
+        flat=jnp.zeros((), jnp.int32),
+        best=jnp.asarray(jnp.inf, dtype),
         done=jnp.zeros((), bool),
         stalled=jnp.zeros((), bool),
     )
@@ -130,9 +134,9 @@ def start_polish(state, X, lam, mask, free_bias: bool, code_tol, max_code_steps:
     """Solve the codes to full accuracy at the current atoms and clear the memory."""
     Z = _codes(state.P, X, lam, mask, state.codes, code_tol, max_code_steps)
     state = eqx.tree_at(
-        lambda s: (s.count, s.head, s.fails),
+        lambda s: (s.count, s.head, s.fails, s.flat, s.best),
         state,
-        (0 * state.count, 0 * state.head, 0 * state.fails),
+        (0 * state.count, 0 * state.head, 0 * state.fails, 0 * state.flat, state.best + jnp.inf),
     )
     return _measure(state, state.P, Z, X, lam, mask, free_bias)
 
@@ -160,7 +164,16 @@ def _two_loop(g, S, Y, rho, head, count):
 
 
 def lbfgs_step(
-    state, X, lam, mask, tol, free_bias: bool, code_tol, max_code_steps: int, max_backtracks: int
+    state,
+    X,
+    lam,
+    mask,
+    tol,
+    free_bias: bool,
+    code_tol,
+    max_code_steps: int,
+    max_backtracks: int,
+    patience: int = 30,
 ):
     """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search."""
     P, g, F = state.P, state.grad, state.value
@@ -225,7 +238,13 @@ def lbfgs_step(
     failed = eqx.tree_at(lambda s_: (s_.count, s_.fails), state, (0 * state.count, state.fails + 1))
     new = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), moved, failed)
     new = eqx.tree_at(lambda s_: s_.fails, new, jnp.where(accepted, 0 * state.fails, new.fails))
-    stalled = new.fails >= 2
+    # Stagnation at the rounding floor (e.g. float32): F flat to rounding and the
+    # first-order measure not halving for `patience` steps in a row.
+    measure = jnp.maximum(new.grad_norm, new.align)
+    progress = ~accepted | (Ft < F - slack) | (measure < 0.5 * state.best)
+    flat = jnp.where(progress, 0, state.flat + 1)
+    new = eqx.tree_at(lambda s_: (s_.flat, s_.best), new, (flat, jnp.minimum(state.best, measure)))
+    stalled = (new.fails >= 2) | (flat >= patience)
     converged = (new.grad_norm <= tol) & (new.align <= tol)
     new = eqx.tree_at(lambda s_: (s_.done, s_.stalled), new, (converged | stalled, stalled))
     return _freeze(state, new)
