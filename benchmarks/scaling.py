@@ -185,7 +185,7 @@ def stream_demo(N, d, K, chunk):
     res = {"N": N, "d": d, "K": K, "chunk": chunk, "data_bytes": data}
     res |= {"rss_before_bytes": int(before), "peak_rss_bytes": int(peak)}
     res |= {"seconds": float(seconds), "objective": float(obj)}
-    res["peak_rss_over_data_ratio"] = int(peak) / data
+    res["peak_rss_over_data"] = int(peak) / data
     print(f"stream: {N}×{d} float32 ({data / 2**30:.2f} GiB), peak RSS {int(peak) / 2**30:.3f} GiB")
     return res
 

@@ -194,6 +194,7 @@ def test_streaming_certify_two_gigabytes_under_one_gigabyte_rss(tmp_path):
     N, d = 2_000_000, 256
     _write_memmap(tmp_path / "x.npy", N, d)
     before, after, n, *_ = _peak_rss_of_stream(tmp_path / "x.npy", 32, 4096, 3000)
+    print(f"2 GB memmap: peak RSS {after / 2**30:.3f} GiB ({before / 2**30:.3f} GiB before)")
     assert n == N
     assert after < 2**30, after / 2**30
 
