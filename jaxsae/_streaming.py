@@ -13,7 +13,7 @@ reductions; no communication is written by hand.
 from __future__ import annotations
 
 import mmap
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +33,10 @@ def data_mesh(devices=None) -> Mesh | None:
 
 def is_streamable(X) -> bool:
     """True for inputs that should be streamed rather than moved to the device whole."""
-    return isinstance(X, np.memmap) or (not hasattr(X, "shape") and isinstance(X, Iterable))
+    if isinstance(X, np.memmap) or isinstance(X, Iterator):
+        return True
+    # a list of (n_i, d) chunks, but not a nested list of numbers (one point per row)
+    return isinstance(X, list | tuple) and len(X) > 0 and np.ndim(X[0]) == 2
 
 
 def iter_chunks(
