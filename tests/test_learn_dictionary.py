@@ -132,3 +132,16 @@ def test_float32_agrees_with_float64(run):
     # Measured in float64 with exact codes, the float32 optimum is first-order
     # stationary to float32's floor (observed: gradient 2e-4, (A) error 2e-2 on this problem).
     assert g <= 1e-3 and a <= 5e-2, (g, a)
+
+
+@pytest.mark.slow
+def test_free_bias_is_stationary():
+    """With bias=True the bias gradient −(1/N) Σ r_n vanishes and (A) holds (THEORY §2)."""
+    _, X, _ = _problem()
+    X = X + np.linspace(-1, 1, D_FEAT)
+    D, hist = jaxsae.learn_dictionary(jnp.asarray(X), K, LAM, key=jax.random.key(0), bias=True)
+    assert bool(hist.converged) and D.free_bias
+    g, a, Z = _first_order(D, X, LAM)
+    R = X - np.asarray(D.bias) - Z @ np.asarray(D.atoms)
+    assert np.abs(R.mean(0)).max() <= 1e-9
+    assert g <= 1e-9 and a <= 1e-9
