@@ -16,6 +16,7 @@ import pytest
 
 import jaxsae
 from jaxsae._sharding import model_mesh, replicate, shard_atoms, shard_rows
+from jaxsae._streaming import is_streamable
 from jaxsae.certificates._certify_stream import certify_stream
 
 LAM = 0.2
@@ -127,6 +128,11 @@ def test_sharding_helpers_on_one_device():
     assert shard_rows(X, None).shape == X.shape
     assert replicate(D, None) is D and shard_atoms(D, None) is D
     assert model_mesh(jax.devices()[:1]) is None
+    with pytest.raises(ValueError, match="multiple"):  # 8 points do not split over 3 devices
+        shard_rows(X[:7], jax.sharding.Mesh(np.asarray(jax.devices()[:1] * 3), ("data",)))
+    # what certify streams: memmaps, iterators, lists of 2-d chunks; not nested number lists
+    assert is_streamable(iter([X])) and is_streamable([X[:4], X[4:]])
+    assert not is_streamable(X) and not is_streamable(X.tolist())
 
 
 MEMORY_CHILD = textwrap.dedent(
@@ -207,7 +213,8 @@ SHARDED_CHILD = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     import jaxsae
-    from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
+    from jaxsae._streaming import is_streamable
+from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
     from jaxsae.certificates._certify_stream import certify_stream
     from jaxsae.certificates._second_order import second_order_dense
     assert len(jax.devices()) == 8
