@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from .._streaming import is_streamable
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
 from ..solvers._kkt import kkt_from_parts
@@ -400,6 +401,13 @@ def certify(
         >>> cert = jaxsae.certify(D, X, 0.1)
         >>> print(cert.table()); cert.verdict
     """
+    if is_streamable(X) and not second_order:  # memmap / chunk iterable: bounded memory
+        from ._certify_stream import certify_stream
+
+        kw = {} if chunk_size is None else {"chunk_size": chunk_size}
+        return certify_stream(
+            dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos, **kw
+        )
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
     N, K = X.shape[0], dictionary.n_atoms
