@@ -232,7 +232,7 @@ def sparse_code(
     init: Float[Array, "N K"] | None = None,
     chunk_size: int | None = None,
     support_cap: int | None = None,
-    sweeps: int = 8,
+    sweeps: int = 6,
     throw: bool = False,
 ) -> CodeSolution:
     """Optimal nonnegative codes with a duality-gap certificate (THEORY §1).
