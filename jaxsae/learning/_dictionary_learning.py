@@ -132,7 +132,7 @@ def learn_dictionary(
     memory: int = 10,
     dead_atoms: AbstractDeadAtomPolicy | None = None,
     code_tol: float | None = None,
-    progress: bool = False,
+    progress: bool = True,
     throw: bool = False,
     checkpoint_dir=None,
     checkpoint_every: int = 50,
@@ -183,7 +183,7 @@ def learn_dictionary(
         code_tol: relative duality-gap tolerance of the codes in phase 2 (default
             1e-14 in float64, so the codes are exact on their support and (A)
             can be checked to ~1e-12; 1e-5 in float32).
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar on stderr (default; pass False to hide it).
         throw: raise if the tolerance was not met.
         checkpoint_dir: a folder for checkpoints (atoms, bias, codes, L-BFGS memory,
             step, history), written atomically every ``checkpoint_every`` steps; a

@@ -54,7 +54,7 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=N
     ``(state, history)`` first and saves after history entries; the number of
     entries fixes where the loop resumes, so a resumed run repeats no step.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
     if checkpoint is not None:

@@ -63,7 +63,7 @@ def sweep(
     tol: float | None = None,
     bias: bool = False,
     memory: int = 10,
-    progress: bool = False,
+    progress: bool = True,
     checkpoint_dir=None,
     checkpoint_every: int = 50,
 ) -> SweepResult:
@@ -86,7 +86,7 @@ def sweep(
             batched SAE training and not implemented yet (a ``NotImplementedError``
             says so); the name is kept so the table format will not change.
         max_steps, warm_steps, inner_steps, tol, bias, memory: as in ``learn_dictionary``.
-        progress: show a progress bar.
+        progress: show a tqdm progress bar on stderr (default; pass False to hide it).
         checkpoint_dir, checkpoint_every: as in ``learn_dictionary``: all runs are
             checkpointed together and a repeated call resumes from the newest one.
 
