@@ -1,17 +1,19 @@
 """Certified nonnegative sparse coding: ``sparse_code`` (THEORY §1).
 
 For a fixed dictionary each code solves ``min_{z ≥ 0} ½‖y − Dz‖² + λ1ᵀz`` with
-``y = x − b``. The solver alternates rounds of
+``y = x − b``. A round on a batch of points runs
 
-1. accelerated projected gradient (FISTA with adaptive restart) on the Gram form
-   ``½zᵀGz − (Dᵀy − λ)ᵀz``, which converges from anywhere and identifies the
-   support, and
-2. an exact primal–dual active-set polish on the identified support
-   (``jaxsae.solvers._active_set``), accepted per point only when it lowers the
-   duality gap,
+1. Gauss–Seidel block coordinate descent on the Gram form
+   ``½zᵀGz − (Dᵀy − λ)ᵀz`` (``_bcd``; float32 for float64 problems), which
+   converges from anywhere and identifies supports in few passes, then
+2. an exact active-set polish on the support plus the strongest violators
+   (``_active_set``), accepted per point only when it lowers the duality gap.
 
-and stops per point on the duality gap of THEORY §1 (computed without
-cancellation in the data space), never on an iteration count.
+The first round covers every point (PDAS in float32, one exact solve in the
+working dtype); later rounds revisit only uncertified points, in small gathered
+batches, with a monotone primal active set in the working dtype. Every point
+stops on the duality gap of THEORY §1 (computed without cancellation in the
+data space), never on an iteration count.
 """
 
 from __future__ import annotations
