@@ -37,14 +37,14 @@ class DemoSize:
 
 
 QUICK = DemoSize(
-    n_points=600,
+    n_points=500,
     dim=12,
     n_parents=2,
     width=10,
-    sae_steps=600,
-    widths=(2, 4, 6, 8),
-    n_patches=1500,
-    patch_atoms=32,
+    sae_steps=400,
+    widths=(2, 4, 8),
+    n_patches=600,
+    patch_atoms=16,
 )
 FULL = DemoSize(
     n_points=2000,
@@ -104,7 +104,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     # 1. World and certified dictionary -------------------------------------------------
     X, hier, dense = make_world(size, kw)
     _log(f"world: N={X.shape[0]} points in d={X.shape[1]} (hierarchy + dense ±v)", t0)
-    D, hist = jaxsae.learn_dictionary(X, size.width, LAM, key=kd, max_steps=400)
+    D, hist = jaxsae.learn_dictionary(X, size.width, LAM, key=kd, max_steps=400, progress=False)
     cert = jaxsae.certify(D, X, LAM)
     so = jaxsae.second_order(D, X, LAM, codes=hist.codes, n_eigs=6)
     _log(f"learned dictionary K={size.width}: {cert.verdict}", t0)
@@ -140,7 +140,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     )
 
     # 2. Vanilla SAE on the same data ---------------------------------------------------
-    sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks)
+    sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks, dtype=X.dtype)
     trained = jaxsae.train_sae(
         sae, X, key=ks, steps=size.sae_steps, batch_size=256, lam=2 * LAM, lr=3e-3, progress=False
     ).sae
@@ -239,7 +239,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
         ),
         (
             "antipodal pair for the dense ±v direction",
-            f"cos = −1, rates {rate_pred:.2f} each, no co-firing",
+            f"cos = −1, rates {rate_pred:.2f} each (pure ±v world), no co-firing",
             (
                 f"{len(pairs.pairs)} pair(s); cos {np.round(pairs.cos, 3).tolist()}, rates "
                 f"{np.round(pairs.rates, 3).tolist()}, co-firing {np.round(pairs.cofiring, 3).tolist()}"
@@ -283,7 +283,9 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
 
     # 5. Natural-image patches ----------------------------------------------------------
     P = image_patches(size.n_patches, key=kp).astype(X.dtype)
-    Dp, hp = jaxsae.learn_dictionary(P, size.patch_atoms, LAM, key=kp, max_steps=150)
+    Dp, hp = jaxsae.learn_dictionary(
+        P, size.patch_atoms, LAM, key=kp, max_steps=150 if quick else 600, progress=False
+    )
     cp = jaxsae.certify(Dp, P, LAM)
     _log(f"patches: {cp.verdict}", t0)
     rep.section(
