@@ -80,7 +80,7 @@ def run(args) -> int:
         key=key,
         steps=args.steps,
         batch_size=min(args.batch_size, X.shape[0]),
-        lam=None if args.sae == "topk" else 2 * args.lam,
+        lam=None if args.sae == "topk" else args.lam,
         lr=args.lr,
         checkpoint_dir=args.checkpoint_dir,
         checkpoint_every=max(args.steps // 10, 1) if args.checkpoint_dir else None,

@@ -142,7 +142,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     # 2. Vanilla SAE on the same data ---------------------------------------------------
     sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks, dtype=X.dtype)
     trained = jaxsae.train_sae(
-        sae, X, key=ks, steps=size.sae_steps, batch_size=256, lam=2 * LAM, lr=3e-3, progress=False
+        sae, X, key=ks, steps=size.sae_steps, batch_size=256, lam=LAM, lr=3e-3, progress=False
     ).sae
     D_sae = jaxsae.sae_dictionary(trained)
     Z_sae = jaxsae.sae_codes(trained, X)
@@ -159,7 +159,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     }
     rep.section(
         "2. A vanilla SAE on the same data",
-        f"ReLU SAE with L1 coefficient α = 2λ (so the same λ, THEORY §0), {size.sae_steps} Adam steps. "
+        f"ReLU SAE trained on ½‖x − x̂‖² + λ Σ z with unit-norm decoder rows (the same λ; an SAELens α is 2λ), {size.sae_steps} Adam steps. "
         f"Its folded decoder is certified with its own encoder's codes.\n\n**Verdict:**\n\n{_bullets(sae_cert.verdict)}",
     )
     rep.table(
