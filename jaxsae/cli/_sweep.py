@@ -47,6 +47,13 @@ def add_arguments(p) -> None:
         "--tol", type=float, default=None, help="first-order tolerance (default by dtype)"
     )
     p.add_argument("--bias", action="store_true", help="learn a free decoder bias")
+    p.add_argument(
+        "--method",
+        choices=["dictionary", "sae"],
+        default="dictionary",
+        help="dictionary: the joint problem (default); sae: vanilla ReLU SAEs trained with Adam",
+    )
+    p.add_argument("--sae-steps", type=int, default=2000, help="Adam steps per SAE (default 2000)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -74,13 +81,15 @@ def run(args) -> int:
         tol=args.tol,
         bias=args.bias,
         progress=not args.quiet,
+        method=args.method,
+        sae_steps=args.sae_steps,
     )
     res.to_json(out / "sweep.json")
     res.to_csv(out / "sweep.csv")
     _save(sweep_figure(res), out / "sweep.png")
     for lam in lams:
         idx = res.select(lam=lam, seed=seeds[0])
-        if len(idx) > 1:
+        if len(idx) > 1 and args.method == "dictionary":
             tree = jaxsae.family_tree([res.dictionary(i) for i in idx], X, lam)
             _save(
                 family_tree_figure(tree, title=f"Family tree, λ={lam:g}"),

@@ -1,0 +1,129 @@
+"""``sweep(method="sae")``: many vanilla SAEs (widths × λ × seeds) trained as one program.
+
+Each run is a ReLU SAE of the largest width ``K_max`` whose latents beyond its
+width are masked (zero codes, no gradient), trained with Adam on
+
+    (1/B) Σ_n [ ½‖x_n − x̂_n‖² + λ Σ_k z_kn ],   ‖W_dec[k]‖ = 1 (projected after each step),
+
+which is THEORY §0's objective with the encoder's codes in place of the optimal
+ones. All runs share one minibatch order and one ``lax.scan`` over steps, vmapped
+over the runs axis, so the whole grid compiles once.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..certificates._wide import wide_bound
+from ..models._activations import ReLU
+from ..models._sae import SAE
+from ._dl_sweep_result import SweepResult
+
+
+class _Params(eqx.Module):
+    W_enc: jax.Array
+    b_enc: jax.Array
+    W_dec: jax.Array
+    b_dec: jax.Array
+
+
+def _codes(p: _Params, X, mask):
+    return jnp.where(mask, jnp.maximum((X - p.b_dec) @ p.W_enc + p.b_enc, 0), 0)
+
+
+def _loss(p: _Params, X, mask, lam):
+    Z = _codes(p, X, mask)
+    R = X - p.b_dec - Z @ p.W_dec
+    return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
+
+
+def _init(X, K_max: int, seed: int) -> _Params:
+    sae = SAE.init(
+        X.shape[1], K_max, ReLU(), key=jax.random.key(seed), dtype=X.dtype, decoder_norm=1.0
+    )
+    return _Params(sae.W_enc, sae.b_enc, sae.W_dec, jnp.mean(X, axis=0))
+
+
+@eqx.filter_jit
+def _train(params: _Params, X, masks, lams, batches, lr):
+    """Train every run (leading axis of ``params``, ``masks``, ``lams``) over ``batches``."""
+    opt = optax.adam(lr)
+    opt_state = jax.vmap(opt.init)(params)
+
+    def one(p, s, mask, lam, Xb):
+        g = jax.grad(_loss)(p, Xb, mask, lam)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, s = opt.update(g, s, p)
+        p = eqx.apply_updates(p, updates)
+        W = p.W_dec
+        return eqx.tree_at(lambda q: q.W_dec, p, W / jnp.linalg.norm(W, axis=1, keepdims=True)), s
+
+    def step(carry, idx):
+        p, s = carry
+        p, s = jax.vmap(one, in_axes=(0, 0, 0, 0, None))(p, s, masks, lams, X[idx])
+        return (p, s), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt_state), batches)
+    return params
+
+
+def _measure(p: _Params, X, mask, lam):
+    """Table entries of one run; the codes are the SAE encoder's (folded: unit decoder rows)."""
+    Z = _codes(p, X, mask)
+    R = X - p.b_dec - Z @ p.W_dec
+    N = X.shape[0]
+    objective = jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
+    C = Z.T @ R  # c_k = Σ_n z_kn r_n  (THEORY §2)
+    l1 = jnp.sum(Z, axis=0)
+    radial = jnp.sum(C * p.W_dec, axis=1, keepdims=True)
+    grad = jnp.linalg.norm(C - radial * p.W_dec, axis=1) / N
+    used = mask & (l1 > 0)
+    align = jnp.linalg.norm(p.W_dec - C / jnp.where(used, lam * l1, 1)[:, None], axis=1)
+    var = jnp.mean(jnp.sum(X * X, axis=-1)) - jnp.sum(jnp.mean(X, axis=0) ** 2)
+    return {
+        "objective": objective,
+        "l0": jnp.mean(jnp.sum(Z > 0, axis=-1)).astype(X.dtype),
+        "explained_variance": 1 - jnp.mean(jnp.sum(R * R, axis=-1)) / var,
+        "dead": jnp.sum(mask & (l1 == 0)),
+        "grad_norm": jnp.max(jnp.where(mask, grad, 0)),
+        "alignment": jnp.max(jnp.where(used, align, 0)),
+    }
+
+
+def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float) -> SweepResult:
+    """Train the SAE grid ``[(width, λ, seed), ...]`` and tabulate it (see module doc)."""
+    K_max = max(w for w, _, _ in grid)
+    N = X.shape[0]
+    B = min(batch_size, N)
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[_init(X, K_max, s) for _, _, s in grid])
+    masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
+    lams = jnp.asarray([lam for _, lam, _ in grid], X.dtype)
+    n_epochs = -(-steps * B // N)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, N))(
+        jax.random.split(jax.random.key(0), n_epochs)
+    )
+    batches = perms.reshape(-1)[: steps * B].reshape(steps, B)
+    params = _train(params, X, masks, lams, batches, lr)
+    m = jax.vmap(_measure, in_axes=(0, None, 0, 0))(params, X, masks, lams)
+    bound = jax.vmap(lambda lam, b: wide_bound(X, lam, b))(lams, params.b_dec)
+    return SweepResult(
+        width=jnp.asarray([w for w, _, _ in grid]),
+        lam=lams,
+        seed=jnp.asarray([s for _, _, s in grid]),
+        objective=m["objective"],
+        bound=bound,
+        gap=m["objective"] - bound,
+        l0=m["l0"],
+        explained_variance=m["explained_variance"],
+        dead=m["dead"],
+        grad_norm=m["grad_norm"],
+        alignment=m["alignment"],
+        converged=(m["grad_norm"] <= tol) & (m["alignment"] <= tol),
+        atoms=params.W_dec,
+        bias=params.b_dec,
+        mask=masks,
+        free_bias=True,
+    )
