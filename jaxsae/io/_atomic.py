@@ -20,6 +20,11 @@ def _check_writable(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.exists():
         raise ValueError(f"cannot write {path}: folder {folder} does not exist. Create it first.")
+    if not folder.is_dir():
+        raise ValueError(
+            f"cannot write {path}: {folder} is a file, not a folder (does not exist as a folder). "
+            "Choose another path."
+        )
     if not os.access(folder, os.W_OK):
         raise ValueError(
             f"cannot write {path}: folder {folder} is not writable. Choose another path."
