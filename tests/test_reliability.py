@@ -343,6 +343,11 @@ def test_pickles_and_foreign_files_are_refused(tmp_path):
 
 
 def test_unwritable_paths_are_value_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        jaxsae.save_dictionary(_dictionary(), tmp_path / "missing" / "D.safetensors")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="does not exist"):  # a file where a folder should be
+        atomic_write_json(tmp_path / "file" / "c.json", {"a": 1})
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
@@ -355,8 +360,6 @@ def test_unwritable_paths_are_value_errors(tmp_path):
             atomic_write_json(ro / "c.json", {"a": 1})
     finally:
         ro.chmod(0o700)
-    with pytest.raises(ValueError, match="does not exist"):
-        jaxsae.save_dictionary(_dictionary(), tmp_path / "missing" / "D.safetensors")
 
 
 KILL_CHILD = textwrap.dedent(
@@ -445,6 +448,25 @@ DL_CHILD = textwrap.dedent(
 )
 
 
+def test_learn_dictionary_resumes_from_its_newest_checkpoint(tmp_path):
+    import shutil
+
+    X = jnp.asarray(_rand(15, 30, 3))
+    kw = dict(key=jax.random.key(0), warm_steps=3, max_steps=15, progress=False)
+    D_ref, h_ref = jaxsae.learn_dictionary(X, 2, LAM, **kw)
+    jaxsae.learn_dictionary(X, 2, LAM, checkpoint_dir=tmp_path, checkpoint_every=2, **kw)
+    folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith("step-"))
+    assert len(folders) == 2  # keeps the newest two
+    shutil.rmtree(folders[-1])  # as if killed before the last checkpoint
+    D, h = jaxsae.learn_dictionary(X, 2, LAM, checkpoint_dir=tmp_path, checkpoint_every=2, **kw)
+    np.testing.assert_array_equal(D.atoms, D_ref.atoms)
+    np.testing.assert_array_equal(h.codes, h_ref.codes)
+    np.testing.assert_array_equal(h.objective, h_ref.objective)
+    with pytest.raises(ValueError, match="different run"):
+        jaxsae.learn_dictionary(X, 2, 2 * LAM, checkpoint_dir=tmp_path, **kw)
+
+
+@pytest.mark.slow
 def test_learn_dictionary_resumes_after_sigkill_bit_for_bit(tmp_path):
     ckpt = tmp_path / "ckpt"
     script = tmp_path / "dl_child.py"
@@ -523,6 +545,14 @@ def _deterministic_outputs() -> dict:
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def test_same_seed_same_bits_twice_in_process():
+    a, b = _deterministic_outputs(), _deterministic_outputs()
+    assert len(a) > 10
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.slow
 def test_same_seed_same_bits_in_process_and_in_a_subprocess(tmp_path):
     a, b = _deterministic_outputs(), _deterministic_outputs()
     script = tmp_path / "det_child.py"
