@@ -529,24 +529,29 @@ DET_CHILD = textwrap.dedent(
 )
 
 
-def _deterministic_outputs() -> dict:
-    X = jnp.asarray(_rand(13, 24, 4))
-    D = _dictionary(K=5, d=4)
+def _deterministic_outputs(full: bool = True) -> dict:
+    # same shapes as the checkpoint test, so the default run reuses its compiled steps
+    X = jnp.asarray(_rand(15, 30, 3))
+    D = _dictionary(K=5, d=3)
     out = {"codes": jaxsae.sparse_code(D, X, LAM).codes}
     cert = jaxsae.certify(D, X, LAM)
     out.update({f"cert_{k}": v for k, v in cert.summary().items()})
-    Dl, h = jaxsae.learn_dictionary(X, 3, LAM, key=jax.random.key(3), warm_steps=3, max_steps=8)
-    out.update(dl_atoms=Dl.atoms, dl_objective=h.objective)
-    sae = jaxsae.SAE.init(4, 6, jaxsae.ReLU(), key=jax.random.key(4), dtype=jnp.float64)
-    res = jaxsae.train_sae(
-        sae, X, key=jax.random.key(5), steps=6, batch_size=8, lam=LAM, progress=False
+    Dl, h = jaxsae.learn_dictionary(
+        X, 2, LAM, key=jax.random.key(0), warm_steps=3, max_steps=15, progress=False
     )
-    out.update(sae_W_dec=res.sae.W_dec, sae_b_enc=res.sae.b_enc)
+    out.update(dl_atoms=Dl.atoms, dl_objective=h.objective)
+    if full:
+        sae = jaxsae.SAE.init(3, 6, jaxsae.ReLU(), key=jax.random.key(4), dtype=jnp.float64)
+        res = jaxsae.train_sae(
+            sae, X, key=jax.random.key(5), steps=6, batch_size=8, lam=LAM, progress=False
+        )
+        out.update(sae_W_dec=res.sae.W_dec, sae_b_enc=res.sae.b_enc)
     return {k: np.asarray(v) for k, v in out.items()}
 
 
 def test_same_seed_same_bits_twice_in_process():
-    a, b = _deterministic_outputs(), _deterministic_outputs()
+    # train_sae twice: the slow subprocess test below, and test_train_sae's bit-for-bit resume
+    a, b = _deterministic_outputs(full=False), _deterministic_outputs(full=False)
     assert len(a) > 10
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
