@@ -61,8 +61,16 @@ from .certificates._amortisation import (
     AmortisationGap as AmortisationGap,
     amortisation_gap as amortisation_gap,
 )
-from .learning._train_sae import TrainResult as TrainResult, TrainState as TrainState, train_sae as train_sae
-from .io._saelens import load_sae as load_sae, load_sae_certificate as load_sae_certificate, save_sae as save_sae
+from .learning._train_sae import (
+    TrainResult as TrainResult,
+    TrainState as TrainState,
+    train_sae as train_sae,
+)
+from .io._saelens import (
+    load_sae as load_sae,
+    load_sae_certificate as load_sae_certificate,
+    save_sae as save_sae,
+)
 
 # Dictionary learning on the joint problem (THEORY §0, (A))
 from .learning._dl_policy import (

