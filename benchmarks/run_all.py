@@ -38,7 +38,9 @@ def ratios(obj, prefix=""):
     if isinstance(obj, dict):
         for key, value in obj.items():
             path = f"{prefix}.{key}" if prefix else str(key)
-            if "ratio" in str(key).lower() and isinstance(value, int | float):
+            k = str(key).lower()
+            numeric = isinstance(value, int | float) and not isinstance(value, bool)
+            if numeric and ("ratio" in k or "speedup" in k or "/" in k) and "rss" not in k:
                 yield path, float(value)
             else:
                 yield from ratios(value, path)
@@ -48,16 +50,34 @@ def ratios(obj, prefix=""):
 
 
 def summarise() -> str:
-    lines = [START, "", "| benchmark | measurement | ratio | run at |", "|---|---|---|---|"]
+    lines = [
+        START,
+        "",
+        "Ratios are anchor time / jaxsae time (> 1: jaxsae faster) except `second_order.ratio_vs_arpack`",
+        "(jaxsae / ARPACK, < 1: jaxsae faster) and `sae_training` (jaxsae tokens/s / SAELens tokens/s).",
+        "",
+        "| benchmark | measurement | ratio | run at |",
+        "|---|---|---|---|",
+    ]
     for name in SCRIPTS:
-        path = HERE / "results" / f"{name}.json"
-        if not path.exists():
+        # Prefer a full run; fall back to a smoke run (--quick / --small), marked as such.
+        candidates = [(name, ""), (f"{name}_quick", " (smoke)"), (f"{name}_small", " (smoke)")]
+        found_file = next(
+            (
+                (HERE / "results" / f"{n}.json", tag)
+                for n, tag in candidates
+                if (HERE / "results" / f"{n}.json").exists()
+            ),
+            None,
+        )
+        if found_file is None:
             lines.append(f"| {name} | (not run yet) | | |")
             continue
+        path, tag = found_file
         data = json.loads(path.read_text())
         found = list(ratios(data))
         for key, value in found or [("(no ratios recorded)", float("nan"))]:
-            lines.append(f"| {name} | `{key}` | {value:.3g} | {data.get('time', '')} |")
+            lines.append(f"| {name}{tag} | `{key}` | {value:.3g} | {data.get('time', '')} |")
     lines += ["", END]
     return "\n".join(lines)
 
