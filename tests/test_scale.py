@@ -214,7 +214,7 @@ SHARDED_CHILD = textwrap.dedent(
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     import jaxsae
     from jaxsae._streaming import is_streamable
-from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
+    from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
     from jaxsae.certificates._certify_stream import certify_stream
     from jaxsae.certificates._second_order import second_order_dense
     assert len(jax.devices()) == 8

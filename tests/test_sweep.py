@@ -73,8 +73,6 @@ def test_sweep_compiles_once(swept):
 
 def test_sweep_arguments():
     X = jnp.asarray(_data())
-    with pytest.raises(NotImplementedError, match="sae"):
-        jaxsae.sweep(X, widths=[2], lams=[0.1], method="sae")
     with pytest.raises(ValueError, match="method"):
         jaxsae.sweep(X, widths=[2], lams=[0.1], method="foo")
     with pytest.raises(ValueError, match="lam"):
