@@ -53,8 +53,8 @@ FULL = DemoSize(
     width=14,
     sae_steps=3000,
     widths=(2, 4, 6, 8, 12, 16),
-    n_patches=6000,
-    patch_atoms=64,
+    n_patches=2000,
+    patch_atoms=32,
 )
 LAM = 0.1
 
@@ -284,7 +284,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     # 5. Natural-image patches ----------------------------------------------------------
     P = image_patches(size.n_patches, key=kp).astype(X.dtype)
     Dp, hp = jaxsae.learn_dictionary(
-        P, size.patch_atoms, LAM, key=kp, max_steps=150 if quick else 600, progress=False
+        P, size.patch_atoms, LAM, key=kp, max_steps=150 if quick else 250, progress=False
     )
     cp = jaxsae.certify(Dp, P, LAM)
     _log(f"patches: {cp.verdict}", t0)
