@@ -178,19 +178,19 @@ def _peak_rss_of_stream(path, K, chunk, timeout):
 
 
 def test_streaming_certify_memory_is_bounded_by_the_chunk(tmp_path):
-    """A 100k × 256 float32 memmap (102 MB) certified in chunks of 2048 (2 MB):
+    """A 200k × 256 float32 memmap (205 MB) certified in chunks of 2048 (2 MB):
     peak RSS grows by far less than the file. Reading it whole, or keeping its
-    pages mapped (they count in RSS), would add ≥ 102 MB; what may grow is the
-    O(N) per-point output (3 numbers a point, 1.2 MB each) and allocator noise
-    (measured 2–27 MB on the shared machine)."""
-    N, d = 100_000, 256
+    pages mapped (they count in RSS), would add ≥ 205 MB; what may grow is the
+    O(N) per-point output (3 numbers a point, 2.4 MB each) and allocator noise
+    (measured 2–49 MB on the shared machine, so the bound is 80 MB)."""
+    N, d = 200_000, 256
     _write_memmap(tmp_path / "x.npy", N, d)
     before, after, n, r_stream, r_head, gap = _peak_rss_of_stream(tmp_path / "x.npy", 8, 2048, 600)
     assert n == N
     np.testing.assert_allclose(r_stream, r_head, rtol=1e-5)  # same numbers as in memory
     assert np.isfinite(gap) and gap >= 0
     data_bytes = N * d * 4
-    assert after - before < 40 * 2**20, (after - before) / 2**20
+    assert after - before < 80 * 2**20, (after - before) / 2**20
     assert after - before < data_bytes / 2.5
 
 
