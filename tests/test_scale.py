@@ -275,6 +275,7 @@ SHARDED_CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # ~80 s; tests/test_streaming.py keeps an 8-device check in the default suite
 def test_sharded_equals_single_device_on_8_devices():
     out = subprocess.run(
         [sys.executable, "-c", SHARDED_CHILD], capture_output=True, text=True, timeout=600
