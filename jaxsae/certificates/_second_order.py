@@ -22,9 +22,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
-from ..solvers._lasso import sparse_code
+from ..solvers._inputs import data_lam_codes
 from ._hessian import RiemannianHessian, dense_codes, frozen_support, riemannian_hessian
 from ._lanczos import smallest_eigs
 
@@ -50,14 +49,8 @@ class _Setup(eqx.Module):
 
 
 def _prepare(dictionary, X, lam, codes, chunk_size, degenerate_tol, gram_tol) -> _Setup:
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    lam = check_lam(lam, dictionary.dtype)
+    X, lam, codes = data_lam_codes(dictionary, X, lam, codes, chunk_size)
     N, K = X.shape[0], dictionary.n_atoms
-    if codes is None:
-        codes = sparse_code(dictionary, X, lam, chunk_size=chunk_size).codes
-    codes = as_float_array(codes, "codes").astype(dictionary.dtype)
-    if codes.shape != (N, K):
-        raise ValueError(f"codes must have shape (N, K) = ({N}, {K}), got {tuple(codes.shape)}.")
     dtol, gtol, _ = _tols(dictionary.dtype)
     dtol = dtol if degenerate_tol is None else float(degenerate_tol)
     gtol = gtol if gram_tol is None else float(gram_tol)

@@ -19,20 +19,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._validate import as_float_array, check_data, check_lam
+from .._validate import as_float_array
 from ..models._dictionary import Dictionary
-from ..solvers._lasso import sparse_code
+from ..solvers._inputs import data_lam_codes
 
 
 def _codes_and_residuals(dictionary, X, lam, codes, chunk_size):
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    lam = check_lam(lam, dictionary.dtype)
-    N, K = X.shape[0], dictionary.n_atoms
-    if codes is None:
-        codes = sparse_code(dictionary, X, lam, chunk_size=chunk_size).codes
-    codes = as_float_array(codes, "codes").astype(dictionary.dtype)
-    if codes.shape != (N, K):
-        raise ValueError(f"codes must have shape (N, K) = ({N}, {K}), got {tuple(codes.shape)}.")
+    X, lam, codes = data_lam_codes(dictionary, X, lam, codes, chunk_size)
     Z = jnp.where(dictionary.mask, codes, 0)
     return X, lam, Z, X - dictionary.bias - Z @ dictionary.atoms
 
