@@ -1,0 +1,337 @@
+"""``evaluate``: every standard measurement of THEORY §7b in one streamed pass.
+
+The metrics of ``models._metrics`` and ``phenomena.dark_matter_r2`` need the
+whole data in memory. Here the data comes as an array, a ``numpy.memmap`` or an
+iterable of chunks (``jaxsae._streaming.iter_chunks``: fixed shape, last chunk
+padded, memmap pages released), and each chunk contributes sufficient statistics:
+
+- counts and sums: ``Σ‖x − x̂‖²``, ``Σ‖x̂‖²``, ``Σ⟨x, x̂⟩``, ``Σ ‖x̂‖/‖x‖``,
+  nonzero codes per latent, and with λ the objective and duality gaps;
+- *centred* moments for the variance and the dark-matter fit: the chunk means
+  ``x̄_c``, ``ē_c`` (``e = x − x̂``) and ``Σ(x − x̄_c)(x − x̄_c)ᵀ``,
+  ``Σ(x − x̄_c)(e − ē_c)ᵀ``, ``Σ‖e − ē_c‖²``.
+
+Chunks are computed on the device in the model's dtype and merged on the host in
+float64 with the pairwise update of Chan, Golub & LeVeque (1979):
+``M = M_a + M_b + (n_a n_b / n) δ_x δ_eᵀ``, ``δ = mean_b − mean_a``. Nothing is
+ever formed as ``E‖x‖² − ‖Ex‖²``, so a large common offset in float32 data does
+not cancel digits away, and the cross-chunk sums do not lose accuracy with N.
+Memory is ``O(chunk_size · (d + K) + d²)``, independent of N.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from jaxtyping import Array, Bool, Float
+
+from .._streaming import DEFAULT_CHUNK, _progress, data_mesh, is_streamable, iter_chunks
+from .._validate import check_lam
+from ..models._dictionary import Dictionary
+from ..models._sae import SAE
+from ..models._sae_dictionary import sae_dictionary
+from ..solvers._kkt import point_gap
+from ..solvers._lasso import sparse_code
+
+
+class Evaluation(eqx.Module):
+    """The measurements of THEORY §7b on a whole dataset, from one streamed pass.
+
+    ``E`` is the mean over the N points, ``x̂`` the reconstruction, ``e = x − x̂``.
+
+    Attributes:
+        n_points: N.
+        explained_variance: ``1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`` (§7b; SAELens ≥ 6.45.1).
+        fvu: ``1 − explained_variance``.
+        mse: ``E‖x − x̂‖²`` (summed over features, mean over points).
+        l0: mean number of nonzero codes per point.
+        shrinkage: ``γ = E‖x̂‖² / E⟨x, x̂⟩`` (< 1: reconstructions shrink).
+        norm_ratio: ``E[‖x̂‖/‖x‖]`` over the points with ``x ≠ 0``.
+        firing_rate: ``(K,)`` fraction of points on which latent k is nonzero.
+        dead: ``(K,)`` latents nonzero on no point (masked atoms included).
+        dense: ``(K,)`` latents with ``firing_rate > dense_threshold``.
+        dark_matter_r2: ``R² = 1 − Σ‖e − ê‖² / Σ‖e − ē‖²`` of the least-squares fit
+            ``ê = W x + c`` (Engels et al. 2024; (R) predicts part of it). Input
+            directions with variance below ``d·ε·(largest variance)`` are dropped, as
+            ``lstsq``'s cutoff does; NaN when ``e`` is constant.
+        objective: with λ, ``L = E[½‖x − b − D z‖² + λ 1ᵀz]`` (§0) in the dictionary's
+            scale (an SAE's folded dictionary and codes); else None.
+        code_gap: with λ, the mean duality gap of the codes (§1): an upper bound on
+            ``L − min_Z L``; code_gap_max: the worst point's. Else None.
+        lam, dense_threshold: what the numbers were measured with.
+    """
+
+    n_points: int
+    explained_variance: Float[Array, ""]
+    fvu: Float[Array, ""]
+    mse: Float[Array, ""]
+    l0: Float[Array, ""]
+    shrinkage: Float[Array, ""]
+    norm_ratio: Float[Array, ""]
+    firing_rate: Float[Array, " K"]
+    dead: Bool[Array, " K"]
+    dense: Bool[Array, " K"]
+    dark_matter_r2: Float[Array, ""]
+    objective: Float[Array, ""] | None
+    code_gap: Float[Array, ""] | None
+    code_gap_max: Float[Array, ""] | None
+    lam: Float[Array, ""] | None
+    dense_threshold: float
+
+    def summary(self) -> dict[str, float]:
+        """Scalar numbers as Python floats (counts for the per-latent masks)."""
+        out = {"n_points": float(self.n_points)}
+        for name in ("explained_variance", "fvu", "mse", "l0", "shrinkage", "norm_ratio"):
+            out[name] = float(getattr(self, name))
+        out["dark_matter_r2"] = float(self.dark_matter_r2)
+        out["n_latents"] = float(np.size(self.dead))
+        out["n_dead"] = float(np.sum(np.asarray(self.dead)))
+        out["n_dense"] = float(np.sum(np.asarray(self.dense)))
+        for name in ("lam", "objective", "code_gap", "code_gap_max"):
+            if getattr(self, name) is not None:
+                out[name] = float(getattr(self, name))
+        return out
+
+    def table(self) -> str:
+        """A plain-text table of the measurements."""
+        s = self.summary()
+        rows = [
+            ("points", f"{self.n_points}"),
+            ("explained variance", f"{s['explained_variance']:.6g}"),
+            ("FVU", f"{s['fvu']:.6g}"),
+            ("MSE  E‖x − x̂‖²", f"{s['mse']:.6g}"),
+            ("L0", f"{s['l0']:.6g}"),
+            ("shrinkage  E‖x̂‖²/E⟨x,x̂⟩", f"{s['shrinkage']:.6g}"),
+            ("norm ratio  E[‖x̂‖/‖x‖]", f"{s['norm_ratio']:.6g}"),
+            ("dark-matter R²", f"{s['dark_matter_r2']:.6g}"),
+            ("dead latents", f"{int(s['n_dead'])} / {int(s['n_latents'])}"),
+            (f"dense latents (> {self.dense_threshold:g})", f"{int(s['n_dense'])}"),
+        ]
+        if self.objective is not None:
+            rows += [
+                (f"objective L (λ = {s['lam']:g})", f"{s['objective']:.10g}"),
+                ("code duality gap mean / max", f"{s['code_gap']:.3g} / {s['code_gap_max']:.3g}"),
+            ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _codes(model, D, lam, Xc):
+    """Codes ``Z`` of one chunk, and ``Z`` in the scale of ``D`` (None without λ)."""
+    if isinstance(model, SAE):
+        Z = _sae_codes(model, Xc)
+        return Z, None if D is None else jnp.where(D.mask, Z * model.decoder_norms(), 0)
+    # Solved outside the statistics' jit: sparse_code compiles once per chunk shape.
+    Z = jnp.where(D.mask, sparse_code(D, Xc, lam).codes, 0)
+    return Z, Z
+
+
+@eqx.filter_jit
+def _sae_codes(sae, Xc):
+    return jax.vmap(sae.encode)(Xc)
+
+
+@eqx.filter_jit
+def _chunk(model, D, lam, Xc, w, Z, Zd):
+    """Sufficient statistics of one chunk (``w`` zeroes padded rows)."""
+    X_hat = jax.vmap(model.decode)(Z) if isinstance(model, SAE) else D.bias + Z @ D.atoms
+    valid = w > 0
+    E = Xc - X_hat
+    n = jnp.sum(w)
+    mx, me = w @ Xc / n, w @ E / n
+    Xo, Eo = (Xc - mx) * w[:, None], (E - me) * w[:, None]
+    xn, hn = jnp.linalg.norm(Xc, axis=1), jnp.linalg.norm(X_hat, axis=1)
+    pos = valid & (xn > 0)
+    on = (Z != 0) & valid[:, None]
+    out = {
+        "mx": mx, "me": me, "Cxx": Xo.T @ Xo, "Cxe": Xo.T @ Eo, "tee": jnp.sum(Eo * Eo),
+        "err": w @ jnp.sum(E * E, axis=1), "hat_sq": w @ (hn * hn),
+        "cross": w @ jnp.sum(Xc * X_hat, axis=1),
+        "ratio": jnp.sum(jnp.where(pos, hn / jnp.where(pos, xn, 1), 0)),
+        "n_pos": jnp.sum(pos, dtype=jnp.int32),
+        "nnz": jnp.sum(on, dtype=jnp.int32), "fire": jnp.sum(on, axis=0, dtype=jnp.int32),
+    }  # fmt: skip
+    if Zd is not None:
+        gap, _ = point_gap(Zd, E @ D.atoms.T, jnp.sum(E * E, axis=1), lam, D.mask)
+        out["obj"] = w @ (0.5 * jnp.sum(E * E, axis=1) + lam * jnp.sum(Zd, axis=1))
+        out["gap"] = w @ gap
+        out["gap_max"] = jnp.max(jnp.where(valid, gap, -jnp.inf))
+    return out
+
+
+def _merge(acc: dict | None, part: dict, n_b: int) -> dict:
+    """Chan–Golub–LeVeque update of the running float64 statistics with one chunk."""
+    part = {k: np.asarray(v, np.int64 if k in _INTS else np.float64) for k, v in part.items()}
+    part["n"] = n_b
+    if acc is None:
+        return part
+    n_a = acc["n"]
+    n = n_a + n_b
+    dx, de = part["mx"] - acc["mx"], part["me"] - acc["me"]
+    f = n_a * n_b / n
+    out = {
+        "n": n,
+        "mx": acc["mx"] + dx * (n_b / n),
+        "me": acc["me"] + de * (n_b / n),
+        "Cxx": acc["Cxx"] + part["Cxx"] + f * np.outer(dx, dx),
+        "Cxe": acc["Cxe"] + part["Cxe"] + f * np.outer(dx, de),
+        "tee": acc["tee"] + part["tee"] + f * (de @ de),
+    }
+    for k in part.keys() - out.keys():
+        out[k] = np.maximum(acc[k], part[k]) if k == "gap_max" else acc[k] + part[k]
+    return out
+
+
+_INTS = ("n_pos", "nnz", "fire")
+
+
+def _r2(Cxx, Cxe, tee, eps: float) -> float:
+    """``R²`` of ``e ≈ W x + c`` from centred moments: ``‖Λ^{-1/2} Vᵀ C_xe‖²_F / tr C_ee``
+    with ``C_xx = V Λ Vᵀ`` (the explained sum of squares of the least-squares fit)."""
+    lam, V = np.linalg.eigh(Cxx)
+    keep = lam > max(lam[-1], 0.0) * eps * Cxx.shape[0]
+    M = (V[:, keep].T @ Cxe) / np.sqrt(lam[keep])[:, None]
+    return 1 - (tee - np.sum(M * M)) / tee if tee > 0 else np.nan
+
+
+def _check_model(model, lam):
+    if isinstance(model, SAE):
+        return model.d_in, model.dtype
+    if isinstance(model, Dictionary):
+        if lam is None:
+            raise ValueError(
+                "evaluating a Dictionary needs lam: its codes are the certified lasso codes "
+                "at λ (jaxsae.sparse_code). Pass evaluate(dictionary, X, lam=0.1)."
+            )
+        return model.n_features, model.dtype
+    raise ValueError(
+        f"model must be a jaxsae.SAE or a jaxsae.Dictionary, got {type(model).__name__}."
+    )
+
+
+def _place(a, mesh, spec):
+    return jnp.asarray(a) if mesh is None else jax.device_put(a, NamedSharding(mesh, spec))
+
+
+def evaluate(
+    model: SAE | Dictionary,
+    X,
+    *,
+    lam=None,
+    chunk_size: int = DEFAULT_CHUNK,
+    mesh=None,
+    progress: bool = False,
+    dense_threshold: float = 0.1,
+) -> Evaluation:
+    """All measurements of THEORY §7b over data that need not fit in memory.
+
+    One pass; the numbers equal ``explained_variance``, ``fvu``, ``l0``,
+    ``shrinkage``, ``firing_rate``, ``dead_latents``, ``dense_latents`` and
+    ``dark_matter_r2`` on the whole arrays (see :class:`Evaluation` for each
+    definition), while memory stays bounded by ``chunk_size``.
+
+    Args:
+        model: a ``jaxsae.SAE`` (codes: its encoder ``f``, reconstruction
+            ``decode(encode(x))``) or a ``jaxsae.Dictionary`` (codes: the certified
+            nonnegative-lasso codes of ``jaxsae.sparse_code`` at ``lam``, §1).
+        X: data ``(N, d)``: an array, a ``numpy.memmap``, a list of ``(n_i, d)``
+            chunks or an iterator of them (re-chunked to ``chunk_size``). Cast to
+            the model's dtype.
+        lam: λ > 0. Required for a Dictionary; for an SAE, optional: then the
+            objective (§0) and the duality gaps (§1) of its folded codes are
+            reported in its folded dictionary (``sae_dictionary``).
+        chunk_size: points per chunk; peak memory grows with it, not with N.
+        mesh: a 1-d ``"data"`` mesh to shard chunks over (default: all devices when
+            there are several; ``False``: the default device only).
+        progress: show a progress bar.
+        dense_threshold: firing rate above which a latent counts as dense (§7b).
+
+    Returns:
+        An :class:`Evaluation` (its ``table()`` prints it).
+
+    Example:
+        >>> X = np.load("acts.npy", mmap_mode="r")
+        >>> ev = jaxsae.evaluate(sae, X, chunk_size=4096)
+        >>> print(ev.table())
+    """
+    d, dtype = _check_model(model, lam)
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    if not 0 <= float(dense_threshold) <= 1:
+        raise ValueError(f"dense_threshold is a firing rate in [0, 1], got {dense_threshold}.")
+    if lam is not None:
+        lam = check_lam(lam, dtype)
+    D = model if isinstance(model, Dictionary) else (sae_dictionary(model) if lam is not None else None)  # fmt: skip
+    if isinstance(X, list | tuple) and len(X) and not is_streamable(X):
+        X = np.asarray(X)
+    if hasattr(X, "shape") and (len(X.shape) != 2 or X.shape[1] != d):
+        raise ValueError(
+            f"X has shape {tuple(X.shape)} but the model has {d} features; pass data of "
+            f"shape (N, {d}), one point per row."
+        )
+    mesh = data_mesh() if mesh is None else (None if mesh is False else mesh)
+    n_dev = 1 if mesh is None else mesh.devices.size
+    chunk_size = -(-int(chunk_size) // n_dev) * n_dev
+    if mesh is not None:
+        model, D, lam = jax.device_put((model, D, lam), NamedSharding(mesh, P()))
+    acc, pending, n = None, None, 0
+    bar = _progress(progress, getattr(X, "shape", (None,))[0], "evaluate")
+    for i, (Xc, n_valid) in enumerate(iter_chunks(X, chunk_size, d)):
+        finite = np.isfinite(Xc[:n_valid]).all(axis=1)
+        if not finite.all():
+            row = n + int(np.argmin(finite))
+            raise ValueError(
+                f"the data has a non-finite value (NaN/Inf) in row {row} (streamed chunk {i}, "
+                f"rows {n}..{n + n_valid - 1}). Remove or impute it before evaluating."
+            )
+        w = (np.arange(chunk_size) < n_valid).astype(dtype)
+        Xc = _place(Xc.astype(dtype), mesh, P("data", None))
+        part = _chunk(model, D, lam, Xc, _place(w, mesh, P("data")), *_codes(model, D, lam, Xc))
+        # Merge the previous chunk while this one runs on the device.
+        if pending is not None:
+            acc = _merge(acc, jax.device_get(pending[0]), pending[1])
+        pending, n = (part, n_valid), n + n_valid
+        if bar is not None:
+            bar.update(n_valid)
+    if bar is not None:
+        bar.close()
+    if pending is None:
+        raise ValueError("the data is empty (0 points). Pass at least one data point.")
+    acc = _merge(acc, jax.device_get(pending[0]), pending[1])
+    return _assemble(acc, dtype, lam, float(dense_threshold))
+
+
+def _assemble(s: dict, dtype, lam, dense_threshold: float) -> Evaluation:
+    n = s["n"]
+    eps = float(np.finfo(np.dtype(dtype)).eps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ev = 1 - s["err"] / np.trace(s["Cxx"])
+        rate = s["fire"] / n
+
+        def f(x):
+            return jnp.asarray(x, dtype)
+
+        def coded(name):  # only measured with λ
+            return None if lam is None else f(s[name] / (n if name != "gap_max" else 1))
+
+        return Evaluation(
+            n_points=int(n),
+            explained_variance=f(ev),
+            fvu=f(1 - ev),
+            mse=f(s["err"] / n),
+            l0=f(s["nnz"] / n),
+            shrinkage=f(s["hat_sq"] / s["cross"]),
+            norm_ratio=f(s["ratio"] / s["n_pos"]),
+            firing_rate=f(rate),
+            dead=jnp.asarray(s["fire"] == 0),
+            dense=jnp.asarray(rate > dense_threshold),
+            dark_matter_r2=f(_r2(s["Cxx"], s["Cxe"], s["tee"], eps)),
+            objective=coded("obj"),
+            code_gap=coded("gap"),
+            code_gap_max=coded("gap_max"),
+            lam=None if lam is None else jnp.asarray(jax.device_get(lam)),
+            dense_threshold=dense_threshold,
+        )
