@@ -5,17 +5,12 @@ whole data in memory. Here the data comes as an array, a ``numpy.memmap`` or an
 iterable of chunks (``jaxsae._streaming.iter_chunks``: fixed shape, last chunk
 padded, memmap pages released), and each chunk contributes sufficient statistics:
 
-- counts and sums: ``Σ‖x − x̂‖²``, ``Σ‖x̂‖²``, ``Σ⟨x, x̂⟩``, ``Σ ‖x̂‖/‖x‖``,
-  nonzero codes per latent, and with λ the objective and duality gaps;
-- *centred* moments for the variance and the dark-matter fit: the chunk means
-  ``x̄_c``, ``ē_c`` (``e = x − x̂``) and ``Σ(x − x̄_c)(x − x̄_c)ᵀ``,
-  ``Σ(x − x̄_c)(e − ē_c)ᵀ``, ``Σ‖e − ē_c‖²``.
+- small sums and counts, accumulated on the host in float64 / int64:
+  ``Σ‖x − x̂‖²``, ``Σ‖x̂‖²``, ``Σ⟨x, x̂⟩``, ``Σ ‖x̂‖/‖x‖``, nonzero codes per
+  latent, and with λ the objective and duality gaps;
+- centred moments of ``x`` and ``e = x − x̂`` for the variance and the dark-matter
+  fit, merged on the device without cancellation (``_moments``).
 
-Chunks are computed on the device in the model's dtype and merged on the host in
-float64 with the pairwise update of Chan, Golub & LeVeque (1979):
-``M = M_a + M_b + (n_a n_b / n) δ_x δ_eᵀ``, ``δ = mean_b − mean_a``. Nothing is
-ever formed as ``E‖x‖² − ‖Ex‖²``, so a large common offset in float32 data does
-not cancel digits away, and the cross-chunk sums do not lose accuracy with N.
 Memory is ``O(chunk_size · (d + K) + d²)``, independent of N.
 """
 
@@ -35,6 +30,7 @@ from ..models._sae import SAE
 from ..models._sae_dictionary import sae_dictionary
 from ..solvers._kkt import point_gap
 from ..solvers._lasso import sparse_code
+from ._moments import chunk_moments, merge_moments, moments_float64, r2_from_moments
 
 
 class Evaluation(eqx.Module):
@@ -136,65 +132,37 @@ def _sae_codes(sae, Xc):
 
 @eqx.filter_jit
 def _chunk(model, D, lam, Xc, w, Z, Zd):
-    """Sufficient statistics of one chunk (``w`` zeroes padded rows)."""
+    """One chunk's centred moments (device) and its small sums and counts (host)."""
     X_hat = jax.vmap(model.decode)(Z) if isinstance(model, SAE) else D.bias + Z @ D.atoms
     valid = w > 0
     E = Xc - X_hat
-    n = jnp.sum(w)
-    mx, me = w @ Xc / n, w @ E / n
-    Xo, Eo = (Xc - mx) * w[:, None], (E - me) * w[:, None]
+    e_sq = jnp.sum(E * E, axis=1)
     xn, hn = jnp.linalg.norm(Xc, axis=1), jnp.linalg.norm(X_hat, axis=1)
     pos = valid & (xn > 0)
     on = (Z != 0) & valid[:, None]
-    out = {
-        "mx": mx, "me": me, "Cxx": Xo.T @ Xo, "Cxe": Xo.T @ Eo, "tee": jnp.sum(Eo * Eo),
-        "err": w @ jnp.sum(E * E, axis=1), "hat_sq": w @ (hn * hn),
-        "cross": w @ jnp.sum(Xc * X_hat, axis=1),
+    small = {
+        "err": w @ e_sq, "hat_sq": w @ (hn * hn), "cross": w @ jnp.sum(Xc * X_hat, axis=1),
         "ratio": jnp.sum(jnp.where(pos, hn / jnp.where(pos, xn, 1), 0)),
         "n_pos": jnp.sum(pos, dtype=jnp.int32),
         "nnz": jnp.sum(on, dtype=jnp.int32), "fire": jnp.sum(on, axis=0, dtype=jnp.int32),
     }  # fmt: skip
     if Zd is not None:
-        gap, _ = point_gap(Zd, E @ D.atoms.T, jnp.sum(E * E, axis=1), lam, D.mask)
-        out["obj"] = w @ (0.5 * jnp.sum(E * E, axis=1) + lam * jnp.sum(Zd, axis=1))
-        out["gap"] = w @ gap
-        out["gap_max"] = jnp.max(jnp.where(valid, gap, -jnp.inf))
-    return out
+        gap, _ = point_gap(Zd, E @ D.atoms.T, e_sq, lam, D.mask)
+        small["obj"] = w @ (0.5 * e_sq + lam * jnp.sum(Zd, axis=1))
+        small["gap"] = w @ gap
+        small["gap_max"] = jnp.max(jnp.where(valid, gap, -jnp.inf))
+    return chunk_moments(Xc, E, w), small
 
 
-def _merge(acc: dict | None, part: dict, n_b: int) -> dict:
-    """Chan–Golub–LeVeque update of the running float64 statistics with one chunk."""
+def _add_small(acc: dict | None, part: dict) -> dict:
+    """Running host sums: float64, int64 counts (no overflow at large N), max of gaps."""
     part = {k: np.asarray(v, np.int64 if k in _INTS else np.float64) for k, v in part.items()}
-    part["n"] = n_b
     if acc is None:
         return part
-    n_a = acc["n"]
-    n = n_a + n_b
-    dx, de = part["mx"] - acc["mx"], part["me"] - acc["me"]
-    f = n_a * n_b / n
-    out = {
-        "n": n,
-        "mx": acc["mx"] + dx * (n_b / n),
-        "me": acc["me"] + de * (n_b / n),
-        "Cxx": acc["Cxx"] + part["Cxx"] + f * np.outer(dx, dx),
-        "Cxe": acc["Cxe"] + part["Cxe"] + f * np.outer(dx, de),
-        "tee": acc["tee"] + part["tee"] + f * (de @ de),
-    }
-    for k in part.keys() - out.keys():
-        out[k] = np.maximum(acc[k], part[k]) if k == "gap_max" else acc[k] + part[k]
-    return out
+    return {k: np.maximum(acc[k], v) if k == "gap_max" else acc[k] + v for k, v in part.items()}
 
 
 _INTS = ("n_pos", "nnz", "fire")
-
-
-def _r2(Cxx, Cxe, tee, eps: float) -> float:
-    """``R²`` of ``e ≈ W x + c`` from centred moments: ``‖Λ^{-1/2} Vᵀ C_xe‖²_F / tr C_ee``
-    with ``C_xx = V Λ Vᵀ`` (the explained sum of squares of the least-squares fit)."""
-    lam, V = np.linalg.eigh(Cxx)
-    keep = lam > max(lam[-1], 0.0) * eps * Cxx.shape[0]
-    M = (V[:, keep].T @ Cxe) / np.sqrt(lam[keep])[:, None]
-    return 1 - (tee - np.sum(M * M)) / tee if tee > 0 else np.nan
 
 
 def _check_model(model, lam):
@@ -277,7 +245,7 @@ def evaluate(
     chunk_size = -(-int(chunk_size) // n_dev) * n_dev
     if mesh is not None:
         model, D, lam = jax.device_put((model, D, lam), NamedSharding(mesh, P()))
-    acc, pending, n = None, None, 0
+    moments, small, pending, n = None, None, None, 0
     bar = _progress(progress, getattr(X, "shape", (None,))[0], "evaluate")
     for i, (Xc, n_valid) in enumerate(iter_chunks(X, chunk_size, d)):
         finite = np.isfinite(Xc[:n_valid]).all(axis=1)
@@ -289,36 +257,40 @@ def evaluate(
             )
         w = (np.arange(chunk_size) < n_valid).astype(dtype)
         Xc = _place(Xc.astype(dtype), mesh, P("data", None))
-        part = _chunk(model, D, lam, Xc, _place(w, mesh, P("data")), *_codes(model, D, lam, Xc))
-        # Merge the previous chunk while this one runs on the device.
+        w = _place(w, mesh, P("data"))
+        part, part_small = _chunk(model, D, lam, Xc, w, *_codes(model, D, lam, Xc))
+        if moments is None:
+            moments = part
+        else:
+            f, wb = n * n_valid / (n + n_valid), n_valid / (n + n_valid)
+            moments = merge_moments(moments, part, np.asarray(f, dtype), np.asarray(wb, dtype))
+        # Fetch the previous chunk's small sums while this one runs on the device.
         if pending is not None:
-            acc = _merge(acc, jax.device_get(pending[0]), pending[1])
-        pending, n = (part, n_valid), n + n_valid
+            small = _add_small(small, jax.device_get(pending))
+        pending, n = part_small, n + n_valid
         if bar is not None:
             bar.update(n_valid)
     if bar is not None:
         bar.close()
     if pending is None:
         raise ValueError("the data is empty (0 points). Pass at least one data point.")
-    acc = _merge(acc, jax.device_get(pending[0]), pending[1])
-    return _assemble(acc, dtype, lam, float(dense_threshold))
+    small = _add_small(small, jax.device_get(pending))
+    return _assemble(n, small, moments_float64(moments), dtype, lam, float(dense_threshold))
 
 
-def _assemble(s: dict, dtype, lam, dense_threshold: float) -> Evaluation:
-    n = s["n"]
+def _assemble(n: int, s: dict, m: dict, dtype, lam, dense_threshold: float) -> Evaluation:
+    def f(x):
+        return jnp.asarray(x, dtype)
+
+    def coded(name):  # only measured with λ
+        return None if lam is None else f(s[name] / (n if name != "gap_max" else 1))
+
     eps = float(np.finfo(np.dtype(dtype)).eps)
     with np.errstate(divide="ignore", invalid="ignore"):
-        ev = 1 - s["err"] / np.trace(s["Cxx"])
+        ev = 1 - s["err"] / np.trace(m["Cxx"])
         rate = s["fire"] / n
-
-        def f(x):
-            return jnp.asarray(x, dtype)
-
-        def coded(name):  # only measured with λ
-            return None if lam is None else f(s[name] / (n if name != "gap_max" else 1))
-
         return Evaluation(
-            n_points=int(n),
+            n_points=n,
             explained_variance=f(ev),
             fvu=f(1 - ev),
             mse=f(s["err"] / n),
@@ -328,7 +300,7 @@ def _assemble(s: dict, dtype, lam, dense_threshold: float) -> Evaluation:
             firing_rate=f(rate),
             dead=jnp.asarray(s["fire"] == 0),
             dense=jnp.asarray(rate > dense_threshold),
-            dark_matter_r2=f(_r2(s["Cxx"], s["Cxe"], s["tee"], eps)),
+            dark_matter_r2=f(r2_from_moments(m["Cxx"], m["Cxe"], m["tee"], eps)),
             objective=coded("obj"),
             code_gap=coded("gap"),
             code_gap_max=coded("gap_max"),
