@@ -15,6 +15,7 @@ from ._checkpoint_dl import DLCheckpointer
 from ._dl_manifold import stack
 from ._dl_policy import AbstractDeadAtomPolicy, ReseedDead
 from ._dl_steps import init_state
+from ._dl_stream_source import is_stream_input
 
 
 class LearningResult(eqx.Enumeration):
@@ -43,7 +44,8 @@ class DictionaryHistory(eqx.Module):
         alignment: ``(T,)`` ``max_k ‖d_k − c_k/(λ‖z_k‖₁)‖``, the error in (A).
         time: ``(T,)`` seconds since the start (compilation included).
         phase: ``(T,)`` 0 = alternating warm-up, 1 = Riemannian L-BFGS polishing.
-        codes: ``(N, K)`` the certified codes at the returned dictionary.
+        codes: ``(N, K)`` the certified codes at the returned dictionary; an empty
+            ``(0, K)`` array for streamed data (N × K would not fit in memory).
         converged: whether both first-order measures met ``tol``.
         result: a ``LearningResult``.
     """
@@ -136,6 +138,7 @@ def learn_dictionary(
     throw: bool = False,
     checkpoint_dir=None,
     checkpoint_every: int = 50,
+    chunk_size: int | None = None,
 ) -> tuple[Dictionary, DictionaryHistory]:
     """Learn a dictionary solving the joint problem of THEORY §0 to a first-order tolerance.
 
@@ -190,6 +193,20 @@ def learn_dictionary(
             call with the same arguments resumes from the newest one, to the same
             result as an uninterrupted run (after SIGKILL too).
         checkpoint_every: steps between checkpoints.
+        chunk_size: points per chunk for streamed data (default 8192); ignored for
+            in-memory arrays.
+
+    Streamed data. ``X`` may also be a ``numpy.memmap``, a list of ``(n_i, d)``
+    chunks, or a zero-argument callable returning a fresh iterable of chunks
+    (a one-shot iterator is refused: learning passes over the data many times).
+    Then every reduction is a pass over ``chunk_size`` points at a time and the
+    codes live in a temporary file, so memory is bounded by the chunk size, not
+    N (``jaxsae/learning/_dl_stream.py``); the iterates are those of the
+    in-memory run up to rounding. Differences: ``history.codes`` is an empty
+    ``(0, K)`` array (recompute codes chunk by chunk with ``sparse_code``),
+    ``checkpoint_dir`` is not supported, ``dead_atoms`` must be ``ReseedDead``
+    or ``KeepDead``, ``init="data"`` draws one permutation of N indices
+    (4 bytes a point), and it runs on one device.
 
     Returns:
         ``(dictionary, history)``: the learned ``Dictionary`` and a
@@ -200,6 +217,15 @@ def learn_dictionary(
         >>> D, hist = jaxsae.learn_dictionary(X, 16, 0.1, key=jax.random.key(0))
         >>> float(hist.grad_norm[-1]), float(hist.alignment[-1])   # ≤ 1e-10 in float64
     """
+    if is_stream_input(X):
+        from ._dl_stream import learn_dictionary_stream
+
+        return learn_dictionary_stream(
+            X, n_atoms, lam, key=key, init=init, max_steps=max_steps, warm_steps=warm_steps,
+            inner_steps=inner_steps, tol=tol, bias=bias, memory=memory, dead_atoms=dead_atoms,
+            code_tol=code_tol, progress=progress, throw=throw, checkpoint_dir=checkpoint_dir,
+            chunk_size=chunk_size,
+        )  # fmt: skip
     X = as_float_array(X, "X")
     check_rank(X, 2, "X", "(N, d): one data point per row")
     X = check_data(X, X.shape[1], X.dtype)
@@ -214,6 +240,7 @@ def learn_dictionary(
         dead_atoms=dead_atoms,
         bias=bias,
         code_tol=code_tol,
+        inner_steps=inner_steps,
     )
     P, mask = initial_point(X, n_atoms, init, bias, key=key)
     state = init_state(P, X, cfg["memory"])

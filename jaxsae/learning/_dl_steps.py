@@ -102,6 +102,25 @@ def _freeze(old, new):
     return jax.tree.map(lambda a, b: jnp.where(old.done, a, b), old, new)
 
 
+def atom_block_pass(atoms, A, B, mask):
+    """One exact block-coordinate pass over the atoms from sufficient statistics.
+
+    With the codes frozen, ``A = ZᵀZ/N`` (K × K) and ``B = Zᵀ(X − b)/N`` (K × d)
+    are all the atoms need: atom k minimises the quadratic term with the others
+    fixed, ``d_k ← normalise(B_k − Σ_{j≠k} A_kj d_j)`` (the centroid condition
+    (A') with the codes frozen), in order k = 0..K−1; atoms that do not fire or
+    are masked stay put.
+    """
+
+    def sweep(k, atoms):
+        u = B[k] - A[k] @ atoms + A[k, k] * atoms[k]
+        nu = jnp.linalg.norm(u)
+        ok = mask[k] & (A[k, k] > 0) & (nu > 0)
+        return atoms.at[k].set(jnp.where(ok, u / jnp.where(ok, nu, 1), atoms[k]))
+
+    return jax.lax.fori_loop(0, atoms.shape[0], sweep, atoms)
+
+
 def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: int):
     """One outer step of alternating minimisation (codes, then an exact atom sweep)."""
     P = state.P
@@ -112,13 +131,7 @@ def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: 
     A = Zm.T @ Zm / N
     B = Zm.T @ (X - bias) / N
 
-    def sweep(k, atoms):
-        u = B[k] - A[k] @ atoms + A[k, k] * atoms[k]
-        nu = jnp.linalg.norm(u)
-        ok = mask[k] & (A[k, k] > 0) & (nu > 0)
-        return atoms.at[k].set(jnp.where(ok, u / jnp.where(ok, nu, 1), atoms[k]))
-
-    atoms = jax.lax.fori_loop(0, atoms.shape[0], sweep, atoms)
+    atoms = atom_block_pass(atoms, A, B, mask)
     if free_bias:
         bias = jnp.mean(X - Zm @ atoms, axis=0)
     R = X - bias - Zm @ atoms
@@ -163,54 +176,41 @@ def _two_loop(g, S, Y, rho, head, count):
     return jax.lax.fori_loop(0, m, forward, gamma * q)
 
 
-def lbfgs_step(
-    state,
-    X,
-    lam,
-    mask,
-    tol,
-    free_bias: bool,
-    code_tol,
-    max_code_steps: int,
-    max_backtracks: int,
-    patience: int = 30,
-):
-    """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search."""
+def lbfgs_direction(state):
+    """The L-BFGS search direction ``p``, its slope ``⟨g, p⟩`` and the rounding slack of F.
+
+    Steepest descent (capped so the fastest atom moves by ≤ 0.1) on the first
+    step, after a failure, or when the two-loop direction is not a descent one.
+    """
     P, g, F = state.P, state.grad, state.value
     eps = jnp.finfo(P.dtype).eps
     p = tangent(P, -_two_loop(g, state.S, state.Y, state.rho, state.head, state.count))
     gg = inner(g, g)
     slope = inner(g, p)
     bad = ~(slope < -1e-12 * gg) | ~jnp.isfinite(slope)
-    # Steepest descent (first step, or after a failure): move the fastest atom by ≤ 0.1.
     p_sd = -g * (0.1 / jnp.maximum(jnp.max(jnp.linalg.norm(g, axis=1)), jnp.finfo(P.dtype).tiny))
     p = jnp.where(bad | (state.count == 0), p_sd, p)
     slope = inner(g, p)
     slack = 16 * eps * jnp.abs(F)
+    return p, slope, slack
 
-    def trial(t):
-        Pt = retract(P, t * p)
-        Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
-        Zm = jnp.where(mask, Zt, 0)
-        Rt = X - Pt[-1] - Zm @ Pt[:-1]
-        Ft = jnp.mean(0.5 * jnp.sum(Rt * Rt, axis=1) + lam * jnp.sum(Zm, axis=1))
-        return Pt, Zt, Ft
 
-    def cond(c):
-        t, k, _, _, Ft = c
-        return (k < max_backtracks) & ~(Ft <= F + 1e-4 * t * slope + slack)
+def armijo(F, Ft, t, slope, slack):
+    """The noise-tolerant sufficient-decrease test of the line search."""
+    return Ft <= F + 1e-4 * t * slope + slack
 
-    def body(c):
-        t, k, _, _, _ = c
-        t = jnp.where(k == 0, t, 0.5 * t)
-        Pt, Zt, Ft = trial(t)
-        return t, k + 1, Pt, Zt, Ft
 
-    one = jnp.ones((), P.dtype)
-    init = (one, jnp.zeros((), jnp.int32), P, state.codes, jnp.asarray(jnp.inf, P.dtype))
-    t, _, Pt, Zt, Ft = jax.lax.while_loop(cond, body, init)
-    accepted = Ft <= F + 1e-4 * t * slope + slack
-    moved = _measure(state, Pt, Zt, X, lam, mask, free_bias)
+def lbfgs_update(state, moved, accepted, Ft, tol, patience: int = 30):
+    """Memory pairs, failure and stopping bookkeeping after a line search.
+
+    ``moved`` is ``state`` measured at the last trial point ``moved.P`` (value,
+    gradient, first-order measures); ``accepted`` says whether it passed
+    ``armijo``. Pure, so the in-memory and the streamed learners share it.
+    """
+    P, g, F = state.P, state.grad, state.value
+    Pt = moved.P
+    eps = jnp.finfo(P.dtype).eps
+    slack = 16 * eps * jnp.abs(F)
     s = tangent(Pt, Pt - P)
     y = moved.grad - tangent(Pt, g)
     sy = inner(s, y)
@@ -248,3 +248,45 @@ def lbfgs_step(
     converged = (new.grad_norm <= tol) & (new.align <= tol)
     new = eqx.tree_at(lambda s_: (s_.done, s_.stalled), new, (converged | stalled, stalled))
     return _freeze(state, new)
+
+
+def lbfgs_step(
+    state,
+    X,
+    lam,
+    mask,
+    tol,
+    free_bias: bool,
+    code_tol,
+    max_code_steps: int,
+    max_backtracks: int,
+    patience: int = 30,
+):
+    """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search."""
+    P, F = state.P, state.value
+    p, slope, slack = lbfgs_direction(state)
+
+    def trial(t):
+        Pt = retract(P, t * p)
+        Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
+        Zm = jnp.where(mask, Zt, 0)
+        Rt = X - Pt[-1] - Zm @ Pt[:-1]
+        Ft = jnp.mean(0.5 * jnp.sum(Rt * Rt, axis=1) + lam * jnp.sum(Zm, axis=1))
+        return Pt, Zt, Ft
+
+    def cond(c):
+        t, k, _, _, Ft = c
+        return (k < max_backtracks) & ~armijo(F, Ft, t, slope, slack)
+
+    def body(c):
+        t, k, _, _, _ = c
+        t = jnp.where(k == 0, t, 0.5 * t)
+        Pt, Zt, Ft = trial(t)
+        return t, k + 1, Pt, Zt, Ft
+
+    one = jnp.ones((), P.dtype)
+    init = (one, jnp.zeros((), jnp.int32), P, state.codes, jnp.asarray(jnp.inf, P.dtype))
+    t, _, Pt, Zt, Ft = jax.lax.while_loop(cond, body, init)
+    accepted = armijo(F, Ft, t, slope, slack)
+    moved = _measure(state, Pt, Zt, X, lam, mask, free_bias)
+    return lbfgs_update(state, moved, accepted, Ft, tol, patience)

@@ -23,6 +23,7 @@ from ._checkpoint_dl import DLCheckpointer
 from ._dictionary_learning import data_init, make_config
 from ._dl_manifold import stack
 from ._dl_steps import init_state
+from ._dl_stream_source import is_stream_input
 from ._dl_sweep_result import SweepResult
 from ._sweep_sae import sweep_sae
 
@@ -70,6 +71,7 @@ def sweep(
     sae_steps: int = 2000,
     sae_batch_size: int = 256,
     sae_lr: float = 1e-3,
+    chunk_size: int | None = None,
 ) -> SweepResult:
     """Learn a dictionary for every (width, λ, seed) at once and tabulate the optima.
 
@@ -99,6 +101,15 @@ def sweep(
         progress: show a tqdm progress bar on stderr (default; pass False to hide it).
         checkpoint_dir, checkpoint_every: as in ``learn_dictionary``: all runs are
             checkpointed together and a repeated call resumes from the newest one.
+        chunk_size: points per chunk for streamed data (default 8192).
+
+    Streamed data (a ``numpy.memmap``, a list of ``(n_i, d)`` chunks, or a
+    zero-argument callable returning a fresh iterable of chunks), with
+    ``method="dictionary"``: the single vmapped program needs the data in
+    memory, so the grid runs as a loop of streamed ``learn_dictionary`` runs
+    (``_sweep_stream.py``) with the same initialisations, memory bounded by the
+    chunk size, and the same table. Checkpointing and ``method="sae"`` need
+    in-memory data.
 
     Returns:
         A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
@@ -112,6 +123,22 @@ def sweep(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if is_stream_input(X):
+        if method != "dictionary" or checkpoint_dir is not None:
+            raise ValueError(
+                "sweep over streamed data supports method='dictionary' without checkpoint_dir. "
+                "Load the data into memory (np.asarray(X)) for method='sae' or checkpoints."
+            )
+        from ._sweep_stream import sweep_stream
+
+        cfg_args = dict(
+            max_steps=max_steps, warm_steps=warm_steps, inner_steps=inner_steps, tol=tol,
+            memory=memory,
+        )  # fmt: skip
+        return sweep_stream(
+            X, widths=widths, lams=lams, seeds=seeds, cfg_args=cfg_args, bias=bias,
+            progress=progress, chunk_size=chunk_size,
+        )  # fmt: skip
     X = as_float_array(X, "X")
     check_rank(X, 2, "X", "(N, d): one data point per row")
     X = check_data(X, X.shape[1], X.dtype)

@@ -1,0 +1,292 @@
+"""``learn_dictionary`` on streamed data: a memmap, a list of chunks, or a callable.
+
+The same two phases as the in-memory learner (``_dl_steps``), with every
+reduction over the data turned into one pass over fixed-size chunks
+(``_dl_stream_steps``), so device and host memory are bounded by the chunk size:
+
+1. Alternating warm-up: one pass computes FISTA codes per chunk (warm-started
+   from the previous step's codes) and accumulates the sufficient statistics
+   ``A = Σ z zᵀ``, ``B = Σ z (x − b)ᵀ``; the exact atom pass (A') then uses only
+   ``A`` and ``B``. ``ReseedDead`` needs the highest-residual points: when an
+   atom is dead, a second pass keeps a reservoir of the K largest residuals.
+2. Riemannian L-BFGS on F: every line-search trial is one pass computing
+   certified codes per chunk and the sums that give F, its envelope gradient
+   and the alignment of (A); the direction and memory updates are the
+   in-memory learner's own pure functions.
+
+Codes (N × K) live in ``CodeCache`` temporary files (the accepted point's and
+the trial's), read and written one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._streaming import DEFAULT_CHUNK
+from .._validate import check_lam
+from ..models._dictionary import Dictionary
+from ._dictionary_learning import finish, initial_point, make_config
+from ._dl_manifold import retract, stack
+from ._dl_policy import KeepDead, ReseedDead
+from ._dl_steps import _freeze, armijo, init_state, lbfgs_direction, lbfgs_update
+from ._dl_stream_source import CodeCache, chunks, describe, source_of
+from ._dl_stream_steps import (
+    alternating_chunk,
+    atoms_from_stats,
+    certified_chunk,
+    measures,
+    reseed,
+    top_residuals,
+)
+
+_direction = eqx.filter_jit(lbfgs_direction)
+_update = eqx.filter_jit(lbfgs_update)
+_armijo = jax.jit(armijo)
+_retract = jax.jit(lambda P, t, p: retract(P, t * p))
+
+
+@dataclasses.dataclass(frozen=True)
+class Stream:
+    """A re-readable data source with its chunking (host-side)."""
+
+    source: Callable
+    chunk_size: int
+    d: int
+    dtype: object
+
+    def chunks(self):
+        """Yield ``(i, Xc, valid)`` as device arrays."""
+        for i, Xc, n in chunks(self.source, self.chunk_size, self.d, self.dtype):
+            yield i, jnp.asarray(Xc), jnp.asarray(np.arange(self.chunk_size) < n), n
+
+
+def open_stream(X, chunk_size) -> Stream:
+    source = source_of(X)
+    chunk_size = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    d, dtype = describe(source)
+    return Stream(source, chunk_size, d, dtype)
+
+
+def _add(total, part):
+    return part if total is None else jax.tree.map(jnp.add, total, part)
+
+
+def stream_pass(stream: Stream, kernel, args, cache_in=None, cache_out=None):
+    """``Σ_chunks`` of a kernel's sums; codes read from ``cache_in``, written to ``cache_out``."""
+    total, n = None, 0
+    for i, Xc, valid, n_valid in stream.chunks():
+        Zc = jnp.asarray(cache_in.read(i)) if cache_in is not None else None
+        out = kernel(*args[:1], Xc, valid, *((Zc,) if cache_in is not None else ()), *args[1:])
+        if cache_out is not None:
+            Z, out = out
+            cache_out.write(i, jax.device_get(Z))
+        total = _add(total, out)
+        n += n_valid
+    return total, n
+
+
+def data_statistics(stream: Stream):
+    """``(N, Σ x_n)`` in one host pass."""
+    n, total = 0, np.zeros((stream.d,), stream.dtype)
+    for _, Xc, n_valid in chunks(stream.source, stream.chunk_size, stream.d, stream.dtype):
+        total = total + Xc[:n_valid].sum(axis=0, dtype=stream.dtype)
+        n += n_valid
+    return n, total
+
+
+def stream_data_init(stream: Stream, n_atoms: int, n: int, bias, *, key):
+    """``data_init`` over a stream: the same K points (one permutation of N) as in memory."""
+    idx = np.asarray(jnp.resize(jax.random.permutation(key, n), (n_atoms,)))
+    rows = np.zeros((n_atoms, stream.d), stream.dtype)
+    for i, Xc, n_valid in chunks(stream.source, stream.chunk_size, stream.d, stream.dtype):
+        lo = i * stream.chunk_size
+        hit = (idx >= lo) & (idx < lo + n_valid)
+        rows[hit] = Xc[idx[hit] - lo]
+    rows = jnp.asarray(rows) - (0 if bias is None else bias)
+    # As in _dictionary_learning.data_init: jitter repeats, normalise, fall back to e_0.
+    if n_atoms > n:
+        noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
+        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= n)[:, None], noise, 0)
+    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
+    fallback = jnp.zeros_like(rows).at[:, 0].set(1)
+    return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)
+
+
+def stream_initial_point(stream: Stream, n_atoms, init, bias: bool, *, key):
+    """``(P, mask)`` as ``initial_point`` would give for the same data in memory."""
+    if not (isinstance(init, str) and init == "data"):
+        return initial_point(jnp.zeros((0, stream.d), stream.dtype), n_atoms, init, bias, key=key)
+    if int(n_atoms) < 1:
+        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms}.")
+    n, xsum = data_statistics(stream)
+    b = jnp.asarray(xsum) / n if bias else jnp.zeros((stream.d,), stream.dtype)
+    atoms = stream_data_init(stream, int(n_atoms), n, b if bias else None, key=key)
+    return stack(atoms, b), jnp.ones((int(n_atoms),), bool)
+
+
+def _set_measures(state, P, out):
+    F, g, norms, align = out
+    return eqx.tree_at(
+        lambda s: (s.P, s.value, s.grad, s.grad_norm, s.align),
+        state,
+        (P, F, g, jnp.max(norms), jnp.max(align)),
+    )
+
+
+def _alternating(stream, state, lam, mask, cfg, cache):
+    P = state.P
+    sums, n = stream_pass(
+        stream, alternating_chunk, (P, lam, mask, cfg["inner_steps"]), cache, cache
+    )
+    new = _set_measures(state, P, measures(P, sums, n, lam, mask, cfg["free_bias"]))
+    P_new = atoms_from_stats(P, sums, n, mask, cfg["free_bias"])
+    dead = np.asarray(mask & (sums["l1"] == 0))
+    if isinstance(cfg["policy"], ReseedDead) and dead.any():
+        m = min(P.shape[0] - 1, n)
+        top = (jnp.full((m,), -1, P.dtype), jnp.zeros((m, P.shape[1]), P.dtype))
+        for i, Xc, valid, _ in stream.chunks():
+            Zc = jnp.asarray(cache.read(i))
+            top = top_residuals(P_new, Xc, valid, Zc, mask, *top)
+        P_new = reseed(cfg["policy"], P_new, sums["l1"], top[1], mask)
+    return _freeze(state, eqx.tree_at(lambda s: s.P, new, P_new))
+
+
+def _start(stream, state, lam, mask, cfg, cache):
+    args = (state.P, lam, mask, cfg["code_tol"], cfg["max_code_steps"])
+    sums, n = stream_pass(stream, certified_chunk, args, cache, cache)
+    state = eqx.tree_at(
+        lambda s: (s.count, s.head, s.fails, s.flat, s.best),
+        state,
+        (0 * state.count, 0 * state.head, 0 * state.fails, 0 * state.flat, state.best + jnp.inf),
+    )
+    return _set_measures(state, state.P, measures(state.P, sums, n, lam, mask, cfg["free_bias"]))
+
+
+def _lbfgs(stream, state, lam, mask, cfg, caches):
+    """One L-BFGS step; each Armijo trial is one pass. Returns the state and the caches."""
+    current, trial = caches
+    p, slope, slack = _direction(state)
+    t = jnp.ones((), state.P.dtype)
+    for k in range(cfg["max_backtracks"]):
+        t = t if k == 0 else 0.5 * t
+        Pt = _retract(state.P, t, p)
+        args = (Pt, lam, mask, cfg["code_tol"], cfg["max_code_steps"])
+        sums, n = stream_pass(stream, certified_chunk, args, current, trial)
+        out = measures(Pt, sums, n, lam, mask, cfg["free_bias"])
+        accepted = _armijo(state.value, out[0], t, slope, slack)
+        if bool(accepted):
+            break
+    moved = _set_measures(state, Pt, out)
+    state = _update(state, moved, accepted, out[0], cfg["tol"])
+    return state, ((trial, current) if bool(accepted) else caches)
+
+
+def run_stream(stream: Stream, P, lam, mask, *, cfg, progress: bool):
+    """Both phases over a stream; returns ``(state, history, code cache of the final point)``.
+
+    The caller closes the returned cache.
+    """
+    from tqdm import tqdm
+
+    K = P.shape[0] - 1
+    state = init_state(P, jnp.zeros((0, stream.d), P.dtype), cfg["memory"])
+    caches = (CodeCache(stream.chunk_size, K, P.dtype), CodeCache(stream.chunk_size, K, P.dtype))
+    hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
+    t0 = time.perf_counter()
+
+    def record(state, phase):
+        v, g, a = jax.device_get((state.value, state.grad_norm, state.align))
+        for name, x in zip(hist, (v, g, a, time.perf_counter() - t0, phase)):
+            hist[name].append(x)
+        return v, g
+
+    bar = tqdm(
+        total=cfg["warm_steps"] + cfg["max_steps"],
+        disable=not progress,
+        desc="learn_dictionary (streamed)",
+        leave=False,
+    )
+    try:
+        for _ in range(cfg["warm_steps"]):
+            state = _alternating(stream, state, lam, mask, cfg, caches[0])
+            v, _ = record(state, 0)
+            bar.update(1)
+            bar.set_postfix(F=f"{v:.6g}", phase="alternating")
+        state = _start(stream, state, lam, mask, cfg, caches[0])
+        record(state, 1)
+        for _ in range(cfg["max_steps"]):
+            if bool(state.done):
+                break
+            state, caches = _lbfgs(stream, state, lam, mask, cfg, caches)
+            v, g = record(state, 1)
+            bar.update(1)
+            bar.set_postfix(F=f"{v:.10g}", grad=f"{g:.2e}", phase="L-BFGS")
+    except BaseException:
+        for c in caches:
+            c.close()
+        raise
+    finally:
+        bar.close()
+    caches[1].close()
+    return state, {k: np.asarray(v) for k, v in hist.items()}, caches[0]
+
+
+def learn_dictionary_stream(
+    X,
+    n_atoms: int,
+    lam,
+    *,
+    key,
+    init,
+    max_steps: int,
+    warm_steps: int,
+    inner_steps: int,
+    tol,
+    bias: bool,
+    memory: int,
+    dead_atoms,
+    code_tol,
+    progress: bool,
+    throw: bool,
+    checkpoint_dir,
+    chunk_size,
+) -> tuple[Dictionary, object]:
+    """``learn_dictionary`` for a memmap, a list of chunks or a callable (see its docstring)."""
+    if checkpoint_dir is not None:
+        raise ValueError(
+            "checkpoint_dir is not supported for streamed data (a memmap, a list of chunks or a "
+            "callable). Pass checkpoint_dir=None, or load the data into memory "
+            "(np.asarray(X)) to checkpoint."
+        )
+    stream = open_stream(X, chunk_size)
+    lam = check_lam(lam, stream.dtype)
+    if dead_atoms is not None and not isinstance(dead_atoms, KeepDead | ReseedDead):
+        raise ValueError(
+            "streamed learning supports dead_atoms=jaxsae.ReseedDead() (the default) or "
+            f"jaxsae.KeepDead(), got {type(dead_atoms).__name__}; other policies need the whole "
+            "code matrix. Load the data into memory (np.asarray(X)) to use them."
+        )
+    cfg = make_config(
+        stream.dtype,
+        max_steps=max_steps,
+        warm_steps=warm_steps,
+        tol=tol,
+        memory=memory,
+        dead_atoms=dead_atoms,
+        bias=bias,
+        code_tol=code_tol,
+        inner_steps=inner_steps,
+    )
+    P, mask = stream_initial_point(stream, n_atoms, init, bias, key=key)
+    state, hist, cache = run_stream(stream, P, lam, mask, cfg=cfg, progress=progress)
+    cache.close()
+    return finish(state, hist, mask, bias, throw)

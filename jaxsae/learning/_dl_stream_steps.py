@@ -1,0 +1,141 @@
+"""Per-chunk kernels and small updates of the streamed ``learn_dictionary``.
+
+Each kernel sees one fixed-size chunk ``Xc`` (the last one padded; ``valid``
+marks the real rows) and returns its new codes plus *sums over the chunk's
+valid points*; the host adds the sums over chunks. Padded rows are replaced by
+the bias, so their centred data is 0, their codes are 0 and they add nothing.
+Everything that needs the whole data set is a function of these sums:
+
+- phase 1 (alternating, THEORY (A')): ``A = Σ z_n z_nᵀ``, ``B = Σ z_n (x_n − b)ᵀ``,
+  ``Σ z_n`` and ``Σ x_n`` give the exact atom pass and the bias;
+- F and its envelope gradient (THEORY §2, §4): ``Σ [½‖r_n‖² + λ1ᵀz_n]``,
+  ``C = Σ z_n r_nᵀ`` (rows ``c_k`` of (A)), ``Σ r_n`` and ``‖z_k‖₁``.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ..models._objective import huber
+from ._dl_fista import approximate_codes
+from ._dl_manifold import tangent
+from ._dl_steps import _codes, atom_block_pass
+
+
+def _padded(P, Xc, valid):
+    return jnp.where(valid[:, None], Xc, P[-1])
+
+
+def _centre(P, Xc, valid):
+    return _padded(P, Xc, valid) - P[-1]
+
+
+def _f_sums(atoms, Y, Z, lam, mask, valid):
+    """Sums over a chunk for F, ``C = Zᵀ R``, ``Σ r_n`` and ``Σ z_n`` (masked codes)."""
+    Zm = jnp.where(mask & valid[:, None], Z, 0)
+    R = Y - Zm @ atoms
+    value = jnp.sum(0.5 * jnp.sum(R * R, axis=1) + lam * jnp.sum(Zm, axis=1))
+    return Zm, R, {"value": value, "C": Zm.T @ R, "rsum": jnp.sum(R, axis=0), "l1": jnp.sum(Zm, 0)}
+
+
+@eqx.filter_jit
+def alternating_chunk(P, Xc, valid, Zc, lam, mask, inner_steps: int):
+    """FISTA codes for one chunk (warm-started from ``Zc``) and the phase-1 sums."""
+    atoms = P[:-1]
+    Y = _centre(P, Xc, valid)
+    Z = approximate_codes(atoms, Y, lam, mask, Zc, inner_steps)
+    Zm, _, sums = _f_sums(atoms, Y, Z, lam, mask, valid)
+    sums["A"] = Zm.T @ Zm
+    sums["B"] = Zm.T @ Y
+    sums["xsum"] = jnp.sum(jnp.where(valid[:, None], Xc, 0), axis=0)
+    return Z, sums
+
+
+@eqx.filter_jit
+def certified_chunk(P, Xc, valid, Zc, lam, mask, code_tol, max_code_steps: int):
+    """Certified, exact-on-support codes for one chunk (warm start ``Zc``) and F's sums."""
+    Y = _centre(P, Xc, valid)
+    Z = _codes(P, _padded(P, Xc, valid), lam, mask, Zc, code_tol, max_code_steps)
+    _, _, sums = _f_sums(P[:-1], Y, Z, lam, mask, valid)
+    return Z, sums
+
+
+@eqx.filter_jit
+def measures(P, sums, n, lam, mask, free_bias: bool):
+    """``(F, Riemannian gradient, row norms, alignment)`` from summed statistics.
+
+    The streamed twin of ``_dl_manifold.reduced_gradient``: ``∇_k F = −c_k/N``,
+    ``∇_b F = −Σ r_n / N``, projected on the tangent space; alignment error of (A)
+    ``‖d_k − c_k/(λ‖z_k‖₁)‖`` for used atoms.
+    """
+    atoms, bias = P[:-1], P[-1]
+    F = sums["value"] / n
+    C = jnp.where(mask[:, None], sums["C"], 0)
+    gb = -sums["rsum"] / n if free_bias else jnp.zeros_like(bias)
+    grad = tangent(P, jnp.concatenate([-C / n, gb[None, :]], axis=0))
+    l1 = sums["l1"]
+    used = l1 > 0
+    target = C / (lam * jnp.where(used, l1, 1))[:, None]
+    align = jnp.where(used, jnp.linalg.norm(atoms - target, axis=1), 0)
+    return F, grad, jnp.linalg.norm(grad, axis=1), align
+
+
+@eqx.filter_jit
+def atoms_from_stats(P, sums, n, mask, free_bias: bool):
+    """Phase 1's exact atom pass and bias update from the sums of ``alternating_chunk``.
+
+    ``A = Σ z zᵀ / N`` and ``B = Σ z (x − b)ᵀ / N`` as in the in-memory
+    ``alternating_step``; the bias becomes ``(Σ x_n − (Σ z_n) D)/N``, the mean of
+    ``x_n − D z_n``.
+    """
+    atoms, bias = P[:-1], P[-1]
+    atoms = atom_block_pass(atoms, sums["A"] / n, sums["B"] / n, mask)
+    if free_bias:
+        bias = (sums["xsum"] - sums["l1"] @ atoms) / n
+    return jnp.concatenate([atoms, bias[None, :]], axis=0)
+
+
+@eqx.filter_jit
+def top_residuals(P, Xc, valid, Zc, mask, top_sq, top_rows):
+    """Merge a chunk into the reservoir of the largest-norm residuals ``r_n = x_n − b − D z_n``.
+
+    The reservoir (``top_sq`` (M,), ``top_rows`` (M, d)) starts at ``−1`` / zeros;
+    earlier points win ties, as ``lax.top_k`` over the whole data would.
+    """
+    Y = _centre(P, Xc, valid)
+    R = Y - jnp.where(mask, Zc, 0) @ P[:-1]
+    r_sq = jnp.where(valid, jnp.sum(R * R, axis=1), -1)
+    vals, idx = jax.lax.top_k(jnp.concatenate([top_sq, r_sq]), top_sq.shape[0])
+    return vals, jnp.concatenate([top_rows, R])[idx]
+
+
+@eqx.filter_jit
+def reseed(policy, P, l1, top_rows, mask):
+    """Apply ``ReseedDead`` from the reservoir: dead atoms are those with ``‖z_k‖₁ = 0``.
+
+    ``ReseedDead`` looks at the codes only through their column sums, so a
+    stand-in code matrix whose first row is ``‖z_k‖₁`` is exact.
+    """
+    stub = jnp.zeros((top_rows.shape[0], l1.shape[0]), l1.dtype).at[0].set(l1)
+    atoms = policy(P[:-1], stub, top_rows, mask)
+    return jnp.concatenate([atoms, P[-1:]], axis=0)
+
+
+@eqx.filter_jit
+def table_chunk(P, Xc, valid, Zc, lam, mask):
+    """Sums for a ``SweepResult`` row: ‖r‖², active count, ``Σ z``, ``Σ x``, ``Σ ‖x‖²``, (W)."""
+    Y = _centre(P, Xc, valid)
+    Zm = jnp.where(mask & valid[:, None], Zc, 0)
+    R = Y - Zm @ P[:-1]
+    Xv = jnp.where(valid[:, None], Xc, 0)
+    h = huber(jnp.sqrt(jnp.sum(Y * Y, axis=1)), lam)
+    return {
+        "err": jnp.sum(R * R),
+        "active": jnp.sum(Zm > 0).astype(Xc.dtype),
+        "l1": jnp.sum(Zm, axis=0),
+        "xsum": jnp.sum(Xv, axis=0),
+        "xsq": jnp.sum(Xv * Xv),
+        "bound": jnp.sum(jnp.where(valid, h, 0)),
+    }

@@ -1,0 +1,88 @@
+"""``sweep`` on streamed data: the grid as a loop of streamed ``learn_dictionary`` runs.
+
+The in-memory sweep vmaps every run into one compiled program, which needs
+the data (and every run's N × K codes) on the device. For a memmap, a list of
+chunks or a callable, each (width, λ, seed) run is instead one streamed run
+(``_dl_stream.run_stream``) with the same initialisation as the in-memory
+sweep (``K_max`` data atoms from ``key(seed)``, width = atom mask), followed by
+one pass that tabulates its row; memory stays bounded by the chunk size. The
+chunk kernels compile once for all runs (λ and masks are arrays).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validate import check_lam
+from ._dictionary_learning import make_config
+from ._dl_manifold import stack
+from ._dl_stream import data_statistics, open_stream, run_stream, stream_data_init, stream_pass
+from ._dl_stream_steps import table_chunk
+from ._dl_sweep_result import SweepResult
+
+
+def sweep_stream(
+    X, *, widths, lams, seeds, cfg_args: dict, bias: bool, progress: bool, chunk_size
+) -> SweepResult:
+    """The grid ``widths × lams × seeds`` over streamed ``X``; see ``sweep``."""
+    from ._sweep import _parse
+
+    widths = _parse(widths, "widths", int)
+    grid = list(itertools.product(widths, _parse(lams, "lams", float), _parse(seeds, "seeds", int)))
+    if min(widths) < 1:
+        raise ValueError(f"widths must be positive integers, got {widths}.")
+    stream = open_stream(X, chunk_size)
+    dtype = stream.dtype
+    for _, lam, _ in grid:
+        check_lam(lam, dtype)
+    cfg = make_config(dtype, dead_atoms=None, bias=bias, code_tol=None, **cfg_args)
+    K_max = max(w for w, _, _ in grid)
+    n, xsum = data_statistics(stream)
+    b0 = jnp.asarray(xsum) / n if bias else jnp.zeros((stream.d,), dtype)
+    rows = []
+    for width, lam, seed in grid:
+        atoms = stream_data_init(stream, K_max, n, b0 if bias else None, key=jax.random.key(seed))
+        mask = jnp.arange(K_max) < width
+        lam_a = jnp.asarray(lam, dtype)
+        state, _, cache = run_stream(
+            stream, stack(atoms, b0), lam_a, mask, cfg=cfg, progress=progress
+        )
+        try:
+            sums, _ = stream_pass(stream, table_chunk, (state.P, lam_a, mask), cache)
+        finally:
+            cache.close()
+        rows.append((state, mask, sums))
+    return _tabulate(grid, rows, n, bias, dtype)
+
+
+def _tabulate(grid, rows, n, bias: bool, dtype) -> SweepResult:
+    def col(f, dt=dtype):
+        return jnp.asarray(np.stack([np.asarray(f(*r)) for r in rows]), dt)
+
+    xsum, xsq = rows[0][2]["xsum"], rows[0][2]["xsq"]
+    var = xsq / n - jnp.sum((xsum / n) ** 2)
+    objective = col(lambda s, m, t: s.value)
+    bound = col(lambda s, m, t: t["bound"] / n)
+    P = col(lambda s, m, t: s.P)
+    return SweepResult(
+        width=jnp.asarray([g[0] for g in grid]),
+        lam=jnp.asarray([g[1] for g in grid], dtype),
+        seed=jnp.asarray([g[2] for g in grid]),
+        objective=objective,
+        bound=bound,
+        gap=objective - bound,
+        l0=col(lambda s, m, t: t["active"] / n),
+        explained_variance=col(lambda s, m, t: 1 - (t["err"] / n) / var),
+        dead=col(lambda s, m, t: jnp.sum(m & (t["l1"] == 0)), None),
+        grad_norm=col(lambda s, m, t: s.grad_norm),
+        alignment=col(lambda s, m, t: s.align),
+        converged=col(lambda s, m, t: s.done & ~s.stalled, None),
+        atoms=P[:, :-1],
+        bias=P[:, -1],
+        mask=col(lambda s, m, t: m, None),
+        free_bias=bias,
+    )
