@@ -123,6 +123,7 @@ def stream_sum(
     mesh: Mesh | None | bool = None,
     progress: bool = False,
     desc: str = "streaming",
+    combine: Callable | None = None,
 ):
     """``Σ_chunks fn(X_chunk, valid, *args)`` accumulated as a pytree.
 
@@ -137,6 +138,8 @@ def stream_sum(
         mesh: a 1-d ``"data"`` mesh to shard chunks over (default ``None``: all devices
             when there are several; ``False``: the default device only).
         progress: show a tqdm progress bar.
+        combine: how two partial results merge (default: leaf by leaf ``+``); e.g.
+            ``lambda a, b: (add(a[0], b[0]), maximum(a[1], b[1]))`` for sums and maxima.
 
     Returns:
         The accumulated pytree and the number of points seen.
@@ -158,7 +161,10 @@ def stream_sum(
             Xc = jax.device_put(chunk, NamedSharding(mesh, P("data", None)))
             vc = jax.device_put(valid, NamedSharding(mesh, P("data")))
         part = jitted(Xc, vc, *args)
-        total = part if total is None else jax.tree.map(jnp.add, total, part)
+        if total is None:
+            total = part
+        else:
+            total = jax.tree.map(jnp.add, total, part) if combine is None else combine(total, part)
         count += n_valid
         if bar is not None:
             bar.update(n_valid)

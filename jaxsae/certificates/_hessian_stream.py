@@ -23,10 +23,8 @@ from ..models._dictionary import Dictionary
 from ._hessian import _chunk_gradient, _support_inverse
 
 
-def _chunk_hvp(XZ, valid, atoms, bias, mask, lam, threshold, Xi, bdot, *, d: int, cap: int):
-    Xc, Zc = XZ[:, :d], XZ[:, d:]
-    w = valid.astype(Xc.dtype)
-    support = (Zc > threshold) & mask
+def frozen_chunk(Xc, Zc, support, atoms, bias, lam, cap: int):
+    """One chunk's supports ``(idx, active)``, inverse Grams and polished codes ``z⁰``."""
     Zs = jnp.where(support, Zc, 0)
     G = atoms @ atoms.T
     inv = jax.vmap(_support_inverse, in_axes=(None, 0, 0, None))
@@ -35,7 +33,13 @@ def _chunk_hvp(XZ, valid, atoms, bias, mask, lam, threshold, Xi, bdot, *, d: int
     E = (Xc - bias - Zs @ atoms) @ atoms.T - lam
     z0 = jnp.take_along_axis(Zs, idx, axis=1)
     z0 = z0 + jnp.einsum("mij,mj->mi", Ginv, jnp.take_along_axis(E, idx, axis=1))
-    z0 = jnp.where(active, z0, 0)
+    return idx, active, Ginv, jnp.where(active, z0, 0)
+
+
+def _chunk_hvp(XZ, valid, atoms, bias, mask, lam, threshold, Xi, bdot, *, d: int, cap: int):
+    Xc, Zc = XZ[:, :d], XZ[:, d:]
+    w = valid.astype(Xc.dtype)
+    idx, _, Ginv, z0 = frozen_chunk(Xc, Zc, (Zc > threshold) & mask, atoms, bias, lam, cap)
 
     def grad(A, b):
         return _chunk_gradient(A, b, lam, Xc, w, z0, idx, Ginv)

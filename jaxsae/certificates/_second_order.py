@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._streaming import is_streamable
 from ..models._dictionary import Dictionary
 from ..solvers._inputs import data_lam_codes
 from ._hessian import RiemannianHessian, dense_codes, frozen_support, riemannian_hessian
@@ -238,6 +239,7 @@ def second_order(
     degenerate_tol: float | None = None,
     gram_tol: float | None = None,
     gradient_tol: float | None = None,
+    progress: bool = False,
 ) -> SecondOrder:
     """Second-order certificate of ``(D, b)`` for ``F(D, b) = min_{Z≥0} L`` (THEORY §4).
 
@@ -259,6 +261,11 @@ def second_order(
         degenerate_tol: a pair is degenerate when ``z ≤ tol·max Z`` and ``g ≥ λ(1 − tol)``.
         gram_tol: a Gram counts as singular when ``1/‖G_S⁻¹‖_F < gram_tol``.
         gradient_tol: stationary when ``‖grad‖ ≤ gradient_tol · max_k λ‖z_k‖₁/N``.
+        progress: progress bars over the data passes and Lanczos steps (streamed X only).
+
+    A ``numpy.memmap``, a list of ``(n_i, d)`` chunks or an iterator of chunks as
+    ``X`` is streamed (``second_order_stream``): memory bounded by ``chunk_size``,
+    one pass over the data per Lanczos step.
 
     Returns:
         A ``SecondOrder`` with ``min_eigenvalue``, ``eigenvectors``, ``regular``,
@@ -273,6 +280,14 @@ def second_order(
         raise ValueError(f"n_eigs and max_iter must be ≥ 1, got {n_eigs} and {max_iter}.")
     if not 0 < tol < 1:
         raise ValueError(f"tol is a relative accuracy in (0, 1), got {tol}.")
+    if is_streamable(X):  # memmap / chunk list / iterator: bounded memory
+        from ._second_order_stream import second_order_stream
+
+        return second_order_stream(
+            dictionary, X, lam, codes=codes, chunk_size=chunk_size, n_eigs=n_eigs, tol=tol,
+            max_iter=max_iter, key=key, degenerate_tol=degenerate_tol, gram_tol=gram_tol,
+            gradient_tol=gradient_tol, progress=progress,
+        )  # fmt: skip
     key = jax.random.key(0) if key is None else key
     s = _prepare(dictionary, X, lam, codes, chunk_size, degenerate_tol, gram_tol)
     if s.n_used == 0 and not dictionary.free_bias:

@@ -1,0 +1,376 @@
+"""The second-order certificate (THEORY §4) over data streamed from disk or chunks.
+
+``second_order`` keeps every point's inverse active Gram in memory (``N × cap²``
+numbers). Here nothing of size N is kept on the device or in RAM: the data and
+the codes stay in memmaps (or in the caller's list of chunks) and every quantity
+is a sum or a maximum over chunks of points (``jaxsae._streaming.stream_sum``):
+
+1. codes: ``sparse_code`` chunk by chunk (tight duality-gap tolerance, as the
+   in-memory path), written to a temporary memmap; or the given codes;
+2. supports: with ``z > τ·max Z`` strict and ``z ≈ 0, g ≈ λ`` degenerate, the
+   degenerate count, the largest support (``cap``, static for the Gram solves)
+   and the used atoms;
+3. preparation: inverse active Grams, the envelope gradient ``∇F = −(1/N) R Zᵀ``
+   of both frozen supports ``S⁻`` and ``S⁺`` (§4), the smallest-Gram proxy,
+   singular Grams and the code KKT of the polished codes (§1);
+4. Lanczos with full reorthogonalisation on the host, where each product
+   ``Hess F[Ξ] = P(∇²F[Ξ]) − (d_kᵀ∇_kF) ξ_k`` is one pass over the data
+   (Grams recomputed per chunk, ``jax.jvp`` of the chunk's envelope gradient).
+
+Memory is bounded by the chunk size plus the Krylov basis (``steps × K d``).
+A one-shot iterator of chunks is written to a temporary memmap first, because
+every step of Lanczos reads the data again; temporary files are deleted on return.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._streaming import iter_chunks, stream_sum
+from .._validate import check_lam
+from ..io._atomic import atomic_path
+from ..models._dictionary import Dictionary
+from ..solvers._lasso import sparse_code
+from ._hessian import Tangent, _chunk_gradient, _scatter
+from ._hessian_stream import frozen_chunk
+from ._lanczos import smallest_eigs_host
+from ._second_order import _DEFAULT_CHUNK, SecondOrder, _tols
+
+
+class _Source(eqx.Module):
+    """Data and codes that can be read again, chunk by chunk (memmaps or lists of chunks)."""
+
+    X: object
+    Z: object
+    n_points: int = eqx.field(static=True)
+    chunk_size: int = eqx.field(static=True)
+    mesh: object = eqx.field(static=True)
+
+    def pairs(self, d: int, K: int, dtype) -> Iterator[np.ndarray]:
+        """Rows of ``[X | Z]`` in pieces of ``chunk_size``; non-finite data is an error."""
+        done = 0
+        Xs, Zs = iter_chunks(self.X, self.chunk_size, d), iter_chunks(self.Z, self.chunk_size, K)
+        for (Xc, n), (Zc, _) in zip(Xs, Zs, strict=False):
+            Xc = Xc[:n].astype(dtype, copy=False)
+            if not np.isfinite(Xc).all():
+                raise ValueError(
+                    f"the data has non-finite values (NaN/Inf) in rows {done}..{done + n - 1}. "
+                    "Remove or impute them before certifying."
+                )
+            yield np.concatenate([Xc, Zc[:n].astype(dtype, copy=False)], 1)
+            done += n
+
+    def reduce(self, fn, dictionary: Dictionary, args, combine=None, progress=False, desc=""):
+        d, K = dictionary.n_features, dictionary.n_atoms
+        out, n = stream_sum(
+            fn, self.pairs(d, K, dictionary.dtype), self.chunk_size, args=args,
+            dtype=dictionary.dtype, mesh=self.mesh, progress=progress, desc=desc, combine=combine,
+        )  # fmt: skip
+        assert n == self.n_points, (n, self.n_points)
+        return out
+
+
+def _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d: int):
+    """Masked codes and the strict / degenerate pairs of a chunk (real rows only)."""
+    Xc, Zc = XZ[:, :d], jnp.where(mask, XZ[:, d:], 0)
+    g = (Xc - bias - Zc @ atoms) @ atoms.T
+    strong = (Zc > thr) & valid[:, None]
+    weak = mask & ~strong & (g >= lam * lo) & valid[:, None]
+    return Xc, Zc, strong, weak
+
+
+def _count(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
+    _, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+    plus = strong | weak
+    sizes = (
+        jnp.zeros(atoms.shape[0] + 1, jnp.int32)
+        .at[jnp.sum(plus, axis=1)]
+        .add(valid.astype(jnp.int32))
+    )
+    ints = (jnp.sum(weak, dtype=jnp.int32), sizes)
+    return ints, jnp.sum(strong, axis=0), jnp.sum(plus, axis=0), jnp.sum(Zc, axis=0)
+
+
+def _prepare(XZ, valid, atoms, bias, mask, lam, thr, lo, gtol, *, d: int, cap: int):
+    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+    w = valid.astype(Xc.dtype)
+    i, _, G, z = frozen_chunk(Xc, Zc, strong | weak, atoms, bias, lam, cap)
+    grad_plus = _chunk_gradient(atoms, bias, lam, Xc, w, z, i, G)
+    idx, _, Ginv, z0 = frozen_chunk(Xc, Zc, strong, atoms, bias, lam, cap)
+    grads = (_chunk_gradient(atoms, bias, lam, Xc, w, z0, idx, Ginv), grad_plus)
+    ginv = jnp.linalg.norm(Ginv, axis=(-2, -1))
+    singular = valid & ~((ginv * gtol < 1) & jnp.isfinite(ginv))
+    Zp = _scatter(idx, z0, atoms.shape[0])
+    gp = (Xc - bias - Zp @ atoms) @ atoms.T
+    kkt = jnp.where(mask & valid[:, None], jnp.abs(jnp.minimum(Zp, lam - gp)), 0)
+    sums = (grads, jnp.sum(singular, dtype=jnp.int32))
+    return sums, (jnp.max(jnp.where(valid, ginv, 0)), jnp.max(kkt) / lam)
+
+
+def _hvp(XZ, valid, atoms, bias, mask, lam, thr, lo, plus, Xi, bdot, *, d: int, cap: int):
+    """``Σ_chunk ∇²F[Ξ_p, ḃ_p]`` for a batch of directions ``p`` (Grams factorised once)."""
+    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+    w = valid.astype(Xc.dtype)
+    idx, _, Ginv, z0 = frozen_chunk(Xc, Zc, strong | (weak & plus), atoms, bias, lam, cap)
+    _, lin = jax.linearize(
+        lambda A, b: _chunk_gradient(A, b, lam, Xc, w, z0, idx, Ginv), atoms, bias
+    )
+    return jax.vmap(lin)(Xi, bdot)
+
+
+_FNS: dict = {}
+
+
+def _fn(kind, **static):
+    # one Python function per static shape, so ``stream_sum`` compiles each once
+    key = (kind, *sorted(static.items()))
+    if key not in _FNS:
+        _FNS[key] = lambda XZ, valid, *a: kind(XZ, valid, *a, **static)
+    return _FNS[key]
+
+
+def _add_max(a, b):
+    return jax.tree.map(jnp.add, a[0], b[0]), jax.tree.map(jnp.maximum, a[1], b[1])
+
+
+class StreamedHessian(eqx.Module):
+    """The Riemannian Hessian of THEORY §4 whose products each stream over the data.
+
+    ``Hess F[Ξ]_k = (I − d_k d_kᵀ)(∇²F[Ξ])_k − (d_kᵀ∇_kF) ξ_k`` (as
+    ``RiemannianHessian.mv``), on the frozen supports ``S⁻`` (``plus`` False)
+    or ``S⁺`` (degenerate pairs added). ``flat_mvs`` takes ``(p, n)`` flat vectors.
+    """
+
+    source: _Source
+    dictionary: Dictionary
+    consts: tuple  # (lam, threshold, 1 − degenerate_tol), device scalars
+    plus: jax.Array
+    grad_atoms: jax.Array
+    tangent: Tangent
+    cap: int = eqx.field(static=True)
+
+    def mvs(self, Xi, bdot):
+        D = self.dictionary
+        project = jax.vmap(self.tangent.project)
+        Xi, bdot = project(Xi, bdot)
+        fn = _fn(_hvp, d=D.n_features, cap=self.cap)
+        args = (D.atoms, D.bias, D.mask, *self.consts, self.plus, Xi, bdot)
+        hA, hb = self.source.reduce(fn, D, args)
+        n = self.source.n_points
+        radial = jnp.sum(D.atoms * self.grad_atoms, axis=1, keepdims=True)
+        return project(hA / n - radial * Xi, hb / n)
+
+    def flat_mvs(self, V):
+        K, d = self.dictionary.atoms.shape
+        out = self.mvs(V[:, : K * d].reshape(-1, K, d), V[:, K * d :])
+        return jax.vmap(self.tangent.flatten)(*out)
+
+
+def _n_rows(A, width: int, name: str) -> int:
+    if hasattr(A, "shape"):
+        if len(A.shape) != 2 or A.shape[1] != width:
+            raise ValueError(f"{name} must have shape (N, {width}), got {tuple(A.shape)}.")
+        return int(A.shape[0])
+    return sum(int(np.shape(a)[0]) for a in A)
+
+
+def _reusable(A, width: int, dtype, path: Path, name: str):
+    """``A`` if it can be read twice; a one-shot iterator is written to a memmap first."""
+    if not isinstance(A, Iterator):
+        return A
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        for piece in A:
+            piece = np.asarray(piece, dtype)
+            if piece.ndim != 2 or piece.shape[1] != width:
+                raise ValueError(
+                    f"{name} chunks must have shape (n, {width}), got {piece.shape}; the "
+                    "number of columns must match the dictionary's."
+                )
+            fh.write(np.ascontiguousarray(piece).tobytes())
+            n += piece.shape[0]
+    if n == 0:
+        raise ValueError(f"{name} is empty (0 points). Pass at least one data point.")
+    return np.memmap(path, dtype, "r", shape=(n, width))
+
+
+def _solve_codes(dictionary: Dictionary, X, lam, N: int, chunk: int, path: Path, progress):
+    """Certified codes (THEORY §1), chunk by chunk, into a memmap; and ``max Z``."""
+    d, K, dtype = dictionary.n_features, dictionary.n_atoms, dictionary.dtype
+    top, done = 0.0, 0
+    with atomic_path(path) as tmp:
+        Z = np.memmap(tmp, dtype, "w+", shape=(N, K))
+        bar = _bar(progress, N)
+        for Xc, n in iter_chunks(X, chunk, d):
+            if not np.isfinite(Xc[:n]).all():
+                raise ValueError(
+                    f"the data has non-finite values (NaN/Inf) in rows {done}..{done + n - 1}. "
+                    "Remove or impute them before certifying."
+                )
+            Zc = np.asarray(sparse_code(dictionary, Xc.astype(dtype), lam).codes)[:n]
+            Z[done : done + n] = Zc
+            top = max(top, float(np.max(np.where(dictionary.mask, np.abs(Zc), 0))))
+            done += n
+            if bar is not None:
+                bar.update(n)
+        if bar is not None:
+            bar.close()
+        Z.flush()
+        del Z
+    return np.memmap(path, dtype, "r", shape=(N, K)), top
+
+
+def _max_code(codes, mask, chunk: int, K: int) -> float:
+    top = 0.0
+    for Zc, n in iter_chunks(codes, chunk, K):
+        top = max(top, float(np.max(np.where(mask, np.abs(Zc[:n]), 0))))
+    return top
+
+
+def _bar(enabled: bool, total):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="codes", unit="pt", unit_scale=True, leave=False)
+
+
+def _eigs(H: StreamedHessian, n_eigs, tol, max_iter, key, progress, desc):
+    t = H.tangent
+    return smallest_eigs_host(
+        H.flat_mvs, t.flat_project, t.atoms.size + t.atoms.shape[1], int(t.dimension()),
+        n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dtype=t.atoms.dtype,
+        progress=progress, desc=desc,
+    )  # fmt: skip
+
+
+def _certificate(D: Dictionary, src: _Source, lam, top, tols, n_eigs, tol, max_iter, key, progress):
+    dtype, d, N = D.dtype, D.n_features, src.n_points
+    dtol, gtol, grad_tol = tols
+    mask = np.asarray(D.mask)
+    consts = (lam, dtol * jnp.asarray(top, dtype), jnp.asarray(1 - dtol, dtype))
+    base = (D.atoms, D.bias, D.mask, *consts)
+    (n_deg, sizes), used, used_plus, zsum = src.reduce(
+        _fn(_count, d=d), D, base, progress=progress, desc="supports"
+    )
+    n_deg, cap = int(n_deg), max(1, int(np.nonzero(np.asarray(sizes))[0].max()))
+    used, used_plus = mask & (np.asarray(used) > 0), mask & (np.asarray(used_plus) > 0)
+    if not used.any() and not D.free_bias:
+        raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
+    ((grad, grad_plus), n_singular), (ginv_max, kkt) = src.reduce(
+        _fn(_prepare, d=d, cap=cap), D, (*base, jnp.asarray(gtol, dtype)), _add_max, progress,
+        "Grams",
+    )  # fmt: skip
+    tangent = Tangent(D.atoms, jnp.asarray(used), D.free_bias)
+    gA, gb = tangent.project(grad[0] / N, grad[1] / N)
+    H = StreamedHessian(src, D, consts, jnp.asarray(False), grad[0] / N, tangent, cap)
+    e = _eigs(H, n_eigs, tol, max_iter, key, progress, "Lanczos (a data pass per step)")
+    lower = e.values[0]
+    if n_deg:  # one-sided bound: degenerate pairs added to the supports (§4)
+        t_plus = Tangent(D.atoms, jnp.asarray(used_plus), D.free_bias)
+        H_plus = StreamedHessian(src, D, consts, jnp.asarray(True), grad_plus[0] / N, t_plus, cap)
+        lower = _eigs(H_plus, 1, tol, max_iter, key, progress, "Lanczos S⁺").values[0]
+    K = D.n_atoms
+    return SecondOrder(
+        min_eigenvalue=e.values[0],
+        eigenvalues=e.values,
+        eigenvectors=e.vectors[:, : K * d].reshape(-1, K, d),
+        bias_eigenvectors=e.vectors[:, K * d :],
+        residuals=e.residuals,
+        largest_eigenvalue=e.largest,
+        lower_eigenvalue=lower,
+        regular=n_deg == 0 and int(n_singular) == 0,
+        n_degenerate=n_deg,
+        n_singular=int(n_singular),
+        min_gram_eigenvalue=float(1 / ginv_max),
+        n_dead=int(np.sum(mask & ~used)),
+        gradient_norm=float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2))),
+        gradient_scale=float(lam * jnp.max(zsum) / N),
+        code_kkt=float(kkt),
+        steps=e.steps,
+        converged=e.converged,
+        tol=float(tol),
+        gradient_tol=grad_tol,
+    )
+
+
+def second_order_stream(
+    dictionary: Dictionary,
+    X,
+    lam,
+    *,
+    codes=None,
+    chunk_size: int | None = None,
+    n_eigs: int = 1,
+    tol: float = 1e-4,
+    max_iter: int = 400,
+    key=None,
+    degenerate_tol: float | None = None,
+    gram_tol: float | None = None,
+    gradient_tol: float | None = None,
+    mesh=None,
+    progress: bool = False,
+) -> SecondOrder:
+    """``second_order`` (THEORY §4) with memory bounded by the chunk size, not by N.
+
+    The same certificate, the same ``SecondOrder`` result (``lower_eigenvalue``
+    included: a second Lanczos on the ``S⁺`` supports when there are degenerate
+    pairs), but the data and codes are read chunk by chunk on every pass:
+    three preparation passes, then one pass per Lanczos step.
+    ``jaxsae.second_order`` calls this for a memmap, a list of chunks or an iterator.
+
+    Args:
+        dictionary, lam, n_eigs, tol, max_iter, key, degenerate_tol, gram_tol,
+            gradient_tol: as in ``second_order``.
+        X: data ``(N, d)`` as a ``numpy.memmap`` (``np.load(path, mmap_mode="r")``),
+            an array, a list of ``(n_i, d)`` chunks, or a one-shot iterator of chunks
+            (copied to a temporary memmap first: Lanczos reads the data many times).
+        codes: optimal codes ``(N, K)`` (array, memmap, chunks) with the rows of X;
+            default: ``sparse_code`` chunk by chunk into a temporary memmap.
+        chunk_size: points per chunk (default 4096); peak memory grows with it.
+        mesh: a 1-d ``"data"`` mesh to shard chunks over (default: all devices).
+        progress: tqdm bars over the preparation passes and the Lanczos steps.
+
+    Example:
+        >>> X = np.load("acts.npy", mmap_mode="r")
+        >>> res = jaxsae.second_order(D, X, 0.1, chunk_size=8192, progress=True)
+    """
+    if n_eigs < 1 or max_iter < 1:
+        raise ValueError(f"n_eigs and max_iter must be ≥ 1, got {n_eigs} and {max_iter}.")
+    if not 0 < tol < 1:
+        raise ValueError(f"tol is a relative accuracy in (0, 1), got {tol}.")
+    chunk = _DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    dtype, d, K = dictionary.dtype, dictionary.n_features, dictionary.n_atoms
+    lam = check_lam(lam, dtype)
+    key = jax.random.key(0) if key is None else key
+    dtol, gtol, grad_tol = _tols(dtype)
+    tols = (
+        dtol if degenerate_tol is None else float(degenerate_tol),
+        gtol if gram_tol is None else float(gram_tol),
+        grad_tol if gradient_tol is None else float(gradient_tol),
+    )
+    with tempfile.TemporaryDirectory(prefix="jaxsae-second-order-") as tmp:
+        X = _reusable(X, d, dtype, Path(tmp) / "X.bin", "X")
+        N = _n_rows(X, d, "X")
+        if N == 0:
+            raise ValueError("the data is empty (0 points). Pass at least one data point.")
+        if codes is None:
+            Z, top = _solve_codes(dictionary, X, lam, N, chunk, Path(tmp) / "Z.bin", progress)
+        else:
+            Z = _reusable(codes, K, dtype, Path(tmp) / "Z.bin", "codes")
+            if (n := _n_rows(Z, K, "codes")) != N:
+                raise ValueError(
+                    f"codes must have the rows of X: (N, K) = ({N}, {K}), got {n} rows."
+                )
+            top = _max_code(Z, np.asarray(dictionary.mask), chunk, K)
+        src = _Source(X, Z, N, chunk, mesh)
+        return _certificate(dictionary, src, lam, top, tols, n_eigs, tol, max_iter, key, progress)
