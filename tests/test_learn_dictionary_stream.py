@@ -5,17 +5,16 @@ initialisation (its iterates are the same up to rounding), and its optimum is
 judged independently by ``jaxsae.certify`` on the in-memory data.
 """
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxsae
-from jaxsae.learning import _dl_stream
+from jaxsae.learning import _dl_driver, _dl_stream
 from jaxsae.learning._dictionary_learning import data_init, make_config
 from jaxsae.learning._dl_manifold import stack
-from jaxsae.learning._dl_steps import alternating_step, init_state
+from jaxsae.learning._dl_steps import init_state
 from jaxsae.learning._dl_stream_source import CodeCache
 
 D_FEAT, K, N, LAM, CHUNK = 6, 4, 300, 0.05, 128
@@ -115,27 +114,30 @@ def test_clear_errors(data):
         _learn([X[:10], X[10:, :3]], init)
 
 
-def _one_alternating_step(X, P, mask, policy, free_bias, chunk):
-    """In-memory ``alternating_step`` and the streamed step from the same state."""
+def _one_alternating_step(X, P, mask, policy, free_bias):
+    """In-memory ``alternating_step`` and the streamed step from the same state.
+
+    The in-memory step is the driver's compiled one (shared with ``reference``).
+    """
     cfg = make_config(
-        X.dtype, max_steps=1, warm_steps=1, tol=None, memory=3, dead_atoms=policy,
+        X.dtype, max_steps=1, warm_steps=1, tol=None, memory=10, dead_atoms=policy,
         bias=free_bias, code_tol=None,
     )  # fmt: skip
     lam = jnp.asarray(LAM, X.dtype)
-    state = init_state(P, jnp.asarray(X), 3)
-    mem = eqx.filter_jit(alternating_step)(
-        state, jnp.asarray(X), lam, mask, policy, free_bias, cfg["inner_steps"]
+    state = init_state(P, jnp.asarray(X), cfg["memory"])
+    mem = _dl_driver._alternating(
+        state, jnp.asarray(X), lam, mask, policy, free_bias, cfg["inner_steps"], False
     )
-    stream = _dl_stream.open_stream(np.split(X, SPLITS), chunk)
-    cache = CodeCache(chunk, P.shape[0] - 1, X.dtype)
-    sstate = init_state(P, jnp.zeros((0, X.shape[1]), X.dtype), 3)
+    stream = _dl_stream.open_stream(np.split(X, SPLITS), CHUNK)
+    cache = CodeCache(CHUNK, P.shape[0] - 1, X.dtype)
+    sstate = init_state(P, jnp.zeros((0, X.shape[1]), X.dtype), cfg["memory"])
     out = _dl_stream._alternating(stream, sstate, lam, mask, cfg, cache)
-    codes = np.concatenate([cache.read(i) for i in range(-(-X.shape[0] // chunk))])
+    codes = np.concatenate([cache.read(i) for i in range(-(-X.shape[0] // CHUNK))])
     cache.close()
     return mem, out, codes[: X.shape[0]]
 
 
-@pytest.mark.parametrize("free_bias", [False, True])
+@pytest.mark.parametrize("free_bias", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_phase1_step_equals_in_memory(data, free_bias):
     """Codes, atom pass from A and B only, bias, and the reported measures."""
     X, _, init = data
@@ -143,7 +145,7 @@ def test_phase1_step_equals_in_memory(data, free_bias):
     b = jnp.asarray(Xs.mean(0)) if free_bias else jnp.zeros(D_FEAT)
     P = stack(init.atoms, b)
     mem, out, codes = _one_alternating_step(
-        Xs, P, jnp.ones(K, bool), jaxsae.KeepDead(), free_bias, CHUNK
+        Xs, P, jnp.ones(K, bool), jaxsae.ReseedDead(), free_bias
     )
     np.testing.assert_allclose(codes, np.asarray(mem.codes), atol=1e-14)
     assert not np.allclose(np.asarray(out.P), np.asarray(P), atol=1e-3)  # the atoms moved
@@ -160,7 +162,7 @@ def test_phase1_reseeds_dead_atoms_like_in_memory():
     atoms[:2, -1] = 0.0
     atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
     P = stack(jnp.asarray(atoms), jnp.zeros(D_FEAT))
-    mem, out, _ = _one_alternating_step(X, P, jnp.ones(K, bool), jaxsae.ReseedDead(), False, 64)
+    mem, out, _ = _one_alternating_step(X, P, jnp.ones(K, bool), jaxsae.ReseedDead(), False)
     assert float(jnp.sum(jnp.abs(mem.codes[:, 2]))) == 0.0  # atom 2 was dead
     assert abs(float(mem.P[2, -1])) < 0.5  # ... and was moved by the policy
     np.testing.assert_allclose(np.asarray(out.P), np.asarray(mem.P), atol=1e-13)
