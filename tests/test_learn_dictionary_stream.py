@@ -5,6 +5,10 @@ initialisation (its iterates are the same up to rounding), and its optimum is
 judged independently by ``jaxsae.certify`` on the in-memory data.
 """
 
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -216,3 +220,49 @@ def test_float32_stream_matches_in_memory(data):
     assert D1.dtype == jnp.float32 and h1.objective.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(D1.atoms), np.asarray(D0.atoms), atol=1e-4)
     assert abs(float(h1.objective[-1]) - float(h0.objective[-1])) <= 1e-6
+
+
+MEMORY_CHILD = textwrap.dedent(
+    """
+    import sys, jax, numpy as np
+    import jaxsae
+    path, chunk = sys.argv[1], int(sys.argv[2])
+    def hwm():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+    X = np.load(path, mmap_mode="r")
+    kw = dict(key=jax.random.key(0), warm_steps=2, max_steps=2, chunk_size=chunk, progress=False)
+    jaxsae.learn_dictionary(X[: 10 * chunk + 5], 64, 0.3, **kw)  # compile, warm the allocators
+    before = hwm()
+    D, hist = jaxsae.learn_dictionary(X, 64, 0.3, **kw)
+    after = hwm()
+    print(before, after, hist.objective.shape[0], float(hist.objective[-1]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_streamed_learning_memory_is_bounded_by_the_chunk(tmp_path):
+    """200k × 128 float32 memmap (102 MB), K = 64, chunks of 2048 (1 MB): peak RSS grows
+    by far less than the file (reading it whole or keeping its pages would add ≥ 102 MB)
+    or the N × K codes (51 MB each for the accepted and the trial point, which live in
+    temporary files)."""
+    N, d = 200_000, 128
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(N, d))
+    rng = np.random.default_rng(0)
+    for i in range(0, N, 50_000):
+        X[i : i + 50_000] = rng.standard_normal((50_000, d), dtype=np.float32) * 0.2
+    X.flush()
+    del X
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(tmp_path / "x.npy"), "2048"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    before, after, steps, F = out.stdout.split()[-4:]
+    assert int(steps) >= 3 and np.isfinite(float(F))
+    print(
+        f"peak RSS +{(int(after) - int(before)) / 2**20:.1f} MiB over {N * d * 4 / 2**20:.0f} MiB"
+    )
+    assert int(after) - int(before) < 50 * 2**20, (int(after) - int(before)) / 2**20
