@@ -205,8 +205,8 @@ def _solve_codes(dictionary: Dictionary, X, lam, N: int, chunk: int, path: Path,
     """Certified codes (THEORY §1), chunk by chunk, into a memmap; and ``max Z``."""
     d, K, dtype = dictionary.n_features, dictionary.n_atoms, dictionary.dtype
     top, done = 0.0, 0
-    with atomic_path(path) as tmp:
-        Z = np.memmap(tmp, dtype, "w+", shape=(N, K))
+    # appended with plain writes: pages of a writable map would stay in the resident set
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         bar = _bar(progress, N)
         for Xc, n in iter_chunks(X, chunk, d):
             if not np.isfinite(Xc[:n]).all():
@@ -215,15 +215,13 @@ def _solve_codes(dictionary: Dictionary, X, lam, N: int, chunk: int, path: Path,
                     "Remove or impute them before certifying."
                 )
             Zc = np.asarray(sparse_code(dictionary, Xc.astype(dtype), lam).codes)[:n]
-            Z[done : done + n] = Zc
+            fh.write(np.ascontiguousarray(Zc, dtype).tobytes())
             top = max(top, float(np.max(np.where(dictionary.mask, np.abs(Zc), 0))))
             done += n
             if bar is not None:
                 bar.update(n)
         if bar is not None:
             bar.close()
-        Z.flush()
-        del Z
     return np.memmap(path, dtype, "r", shape=(N, K)), top
 
 
