@@ -28,6 +28,7 @@ SCRIPTS = [
     "certify",
     "convex",
     "sweep",
+    "learn_dictionary_stream",
     "scaling",
 ]
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
