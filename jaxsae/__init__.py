@@ -120,6 +120,7 @@ from .convex._path import candidate_path as candidate_path
 
 # Scale: streaming over memmaps / chunk iterables, data- and atom-parallel meshes
 from .certificates._certify_stream import certify_stream as certify_stream
+from .certificates._second_order_stream import second_order_stream as second_order_stream
 from .certificates._evaluate import Evaluation as Evaluation, evaluate as evaluate
 from ._sharding import (
     data_mesh as data_mesh,
