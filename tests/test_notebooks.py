@@ -1,5 +1,5 @@
-"""Each phenomenon notebook runs at small size; its own asserts check predictions
-against measurements, and here we check that its figures were written."""
+"""Each phenomenon notebook runs at small size in the default suite; its own asserts
+check predictions against measurements, and here we check that its figures were written."""
 
 import os
 import subprocess
@@ -17,7 +17,6 @@ NOTEBOOKS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs_and_writes_figures(name, tmp_path):
     env = dict(
