@@ -86,7 +86,7 @@ def _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d: int):
     return Xc, Zc, strong, weak
 
 
-def _count(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
+def _count_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
     _, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
     plus = strong | weak
     sizes = (
@@ -98,7 +98,7 @@ def _count(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
     return ints, jnp.sum(strong, axis=0), jnp.sum(plus, axis=0), jnp.sum(Zc, axis=0)
 
 
-def _prepare(XZ, valid, atoms, bias, mask, lam, thr, lo, gtol, *, d: int, cap: int):
+def _prepare_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, gtol, *, d: int, cap: int):
     Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
     w = valid.astype(Xc.dtype)
     i, _, G, z = frozen_chunk(Xc, Zc, strong | weak, atoms, bias, lam, cap)
@@ -114,7 +114,7 @@ def _prepare(XZ, valid, atoms, bias, mask, lam, thr, lo, gtol, *, d: int, cap: i
     return sums, (jnp.max(jnp.where(valid, ginv, 0)), jnp.max(kkt) / lam)
 
 
-def _hvp(XZ, valid, atoms, bias, mask, lam, thr, lo, plus, Xi, bdot, *, d: int, cap: int):
+def _hvp_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, plus, Xi, bdot, *, d: int, cap: int):
     """``Σ_chunk ∇²F[Ξ_p, ḃ_p]`` for a batch of directions ``p`` (Grams factorised once)."""
     Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
     w = valid.astype(Xc.dtype)
@@ -160,7 +160,7 @@ class StreamedHessian(eqx.Module):
         D = self.dictionary
         project = jax.vmap(self.tangent.project)
         Xi, bdot = project(Xi, bdot)
-        fn = _fn(_hvp, d=D.n_features, cap=self.cap)
+        fn = _fn(_hvp_chunk, d=D.n_features, cap=self.cap)
         args = (D.atoms, D.bias, D.mask, *self.consts, self.plus, Xi, bdot)
         hA, hb = self.source.reduce(fn, D, args)
         n = self.source.n_points
@@ -256,14 +256,14 @@ def _certificate(D: Dictionary, src: _Source, lam, top, tols, n_eigs, tol, max_i
     consts = (lam, dtol * jnp.asarray(top, dtype), jnp.asarray(1 - dtol, dtype))
     base = (D.atoms, D.bias, D.mask, *consts)
     (n_deg, sizes), used, used_plus, zsum = src.reduce(
-        _fn(_count, d=d), D, base, progress=progress, desc="supports"
+        _fn(_count_chunk, d=d), D, base, progress=progress, desc="supports"
     )
     n_deg, cap = int(n_deg), max(1, int(np.nonzero(np.asarray(sizes))[0].max()))
     used, used_plus = mask & (np.asarray(used) > 0), mask & (np.asarray(used_plus) > 0)
     if not used.any() and not D.free_bias:
         raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
     ((grad, grad_plus), n_singular), (ginv_max, kkt) = src.reduce(
-        _fn(_prepare, d=d, cap=cap), D, (*base, jnp.asarray(gtol, dtype)), _add_max, progress,
+        _fn(_prepare_chunk, d=d, cap=cap), D, (*base, jnp.asarray(gtol, dtype)), _add_max, progress,
         "Grams",
     )  # fmt: skip
     tangent = Tangent(D.atoms, jnp.asarray(used), D.free_bias)
