@@ -116,6 +116,16 @@ def test_clear_errors(data):
         _learn(Xm, init, dead_atoms=Custom())
     with pytest.raises(ValueError, match="features"):
         _learn([X[:10], X[10:, :3]], init)
+    with pytest.raises(ValueError, match="chunk_size"):
+        _learn(Xm, init, chunk_size=0)
+    bad = np.array(X[:20])
+    bad[13, 2] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        _learn([bad], init)
+    with pytest.raises(ValueError, match="method='dictionary'"):
+        jaxsae.sweep(Xm, widths=[2], lams=[0.1], method="sae")
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        jaxsae.sweep(iter([X]), widths=[2], lams=[0.1])
 
 
 def _one_alternating_step(X, P, mask, policy, free_bias):
