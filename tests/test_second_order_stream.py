@@ -202,3 +202,24 @@ def test_streamed_memory_is_bounded_by_the_chunk(tmp_path):
     growth = int(after) - int(before)
     print(f"second_order on a 512 MB memmap: peak RSS +{growth / 2**20:.1f} MiB")
     assert growth < 200 * 2**20, growth / 2**20
+
+
+def test_certify_with_second_order_streams_too(ref, tmp_path):
+    """``certify(memmap, second_order=True)`` streams both certificates: the attached
+    second-order result equals the in-memory one, the first-order part equals
+    ``certify`` on the array; a one-shot iterator is refused (it would be read twice)."""
+    D, X, codes, res, _ = ref
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", "w+", X.dtype, X.shape)
+    mm[:] = X
+    mm.flush()
+    cert = jaxsae.certify(D, mm, LAM, codes=codes, chunk_size=CHUNK, second_order=True)
+    whole = jaxsae.certify(D, X, LAM, codes=codes)
+    np.testing.assert_allclose(
+        float(cert.second_order.min_eigenvalue), float(res.min_eigenvalue), 1e-6
+    )
+    assert cert.second_order.regular == res.regular
+    np.testing.assert_allclose(
+        np.asarray(cert.atom_alignment), np.asarray(whole.atom_alignment), rtol=1e-9, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="one-shot iterator"):
+        jaxsae.certify(D, iter([X[:75], X[75:]]), LAM, second_order=True)

@@ -15,6 +15,7 @@ Only ``O(K² + K d)`` accumulators and ``O(N)`` per-point numbers are kept.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import equinox as eqx
@@ -401,12 +402,9 @@ def certify(
         >>> cert = jaxsae.certify(D, X, 0.1)
         >>> print(cert.table()); cert.verdict
     """
-    if is_streamable(X) and not second_order:  # memmap / chunk iterable: bounded memory
-        from ._certify_stream import certify_stream
-
-        kw = {} if chunk_size is None else {"chunk_size": chunk_size}
-        return certify_stream(
-            dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos, **kw
+    if is_streamable(X):  # memmap / chunk iterable: bounded memory
+        return _certify_streamed(
+            dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order
         )
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
@@ -438,5 +436,27 @@ def certify(
         from ._second_order import second_order as run_second_order
 
         so = run_second_order(dictionary, X, lam, codes=codes, chunk_size=chunk_size)
+        cert = eqx.tree_at(lambda c: c.second_order, cert, so, is_leaf=lambda x: x is None)
+    return cert
+
+
+def _certify_streamed(dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order):
+    """``certify`` on a memmap or chunks: one streamed pass, then (optionally) §4 streamed."""
+    from ._certify_stream import certify_stream
+
+    if second_order and any(isinstance(a, Iterator) for a in (X, codes)):
+        raise ValueError(
+            "certify(..., second_order=True) reads the data several times, so it cannot take a "
+            "one-shot iterator. Pass a numpy memmap or a list of chunks (or call certify and "
+            "second_order separately, each with a fresh iterator)."
+        )
+    kw = {} if chunk_size is None else {"chunk_size": chunk_size}
+    cert = certify_stream(
+        dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos, **kw
+    )
+    if second_order:
+        from ._second_order_stream import second_order_stream
+
+        so = second_order_stream(dictionary, X, lam, codes=codes, **kw)
         cert = eqx.tree_at(lambda c: c.second_order, cert, so, is_leaf=lambda x: x is None)
     return cert
