@@ -167,7 +167,8 @@ def learn_dictionary(
     the alignment error of (A) floors near 1e-3 on small problems).
 
     Args:
-        X: data ``(N, d)``; float32 or float64 (the computation uses its dtype).
+        X: data ``(N, d)``; float32 or float64 (the computation uses its dtype); or
+            streamed data (see "Streamed data" below).
         n_atoms: K.
         lam: λ > 0 (scalar; an array is fine).
         key: PRNG key for the ``"data"`` initialisation.

@@ -81,7 +81,11 @@ def _add(total, part):
 
 
 def stream_pass(stream: Stream, kernel, args, cache_in=None, cache_out=None):
-    """``Σ_chunks`` of a kernel's sums; codes read from ``cache_in``, written to ``cache_out``."""
+    """``Σ_chunks`` of a kernel's sums; codes read from ``cache_in``, written to ``cache_out``.
+
+    ``kernel(P, Xc, valid, [Zc,] *rest)`` with ``args = (P, *rest)``; with ``cache_out``
+    it returns ``(codes, sums)``, else ``sums``.
+    """
     total, n = None, 0
     for i, Xc, valid, n_valid in stream.chunks():
         Zc = jnp.asarray(cache_in.read(i)) if cache_in is not None else None
