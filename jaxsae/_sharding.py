@@ -86,3 +86,60 @@ def _place(module, mesh: Mesh, specs: dict):
     names = tuple(specs)
     arrays = [jax.device_put(getattr(module, n), NamedSharding(mesh, specs[n])) for n in names]
     return eqx.tree_at(lambda m: tuple(getattr(m, n) for n in names), module, arrays)
+
+
+def _spanned_devices(leaves) -> list:
+    """The devices that the concrete JAX arrays among ``leaves`` live on (mesh order kept)."""
+    devices: list = []
+    for leaf in leaves:
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is None:
+            continue
+        mesh = getattr(sharding, "mesh", None)
+        found = (
+            list(mesh.devices.flat)
+            if isinstance(mesh, Mesh)
+            else sorted(sharding.device_set, key=lambda dev: dev.id)
+        )
+        devices += [dev for dev in found if dev not in devices]
+    return devices
+
+
+def resolve_data_mesh(mesh, *trees) -> Mesh | None:
+    """The ``"data"`` mesh a data-parallel entry point should use.
+
+    ``mesh=False``: None (one device). A ``Mesh``: itself (it must have a ``"data"``
+    axis). ``None`` (default): the devices the concrete arrays in ``trees`` already
+    span when they span several, else all devices when there are several (inside a
+    trace, where placements are unknown, all devices), else None.
+    """
+    if mesh is False:
+        return None
+    if isinstance(mesh, Mesh):
+        if "data" not in mesh.axis_names:
+            raise ValueError(
+                f"mesh has axes {mesh.axis_names}, not 'data'. Build one with jaxsae.data_mesh()."
+            )
+        return mesh
+    if mesh is not None:
+        raise ValueError(
+            f"mesh must be a jax.sharding.Mesh, None or False, got {type(mesh).__name__}."
+        )
+    leaves = [leaf for leaf in jax.tree.leaves(trees) if isinstance(leaf, jax.Array)]
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return data_mesh()
+    spanned = _spanned_devices(leaves)
+    return data_mesh(spanned) if len(spanned) > 1 else data_mesh()
+
+
+def check_batch_divisible(n: int, mesh: Mesh | None, what: str, fix: str) -> None:
+    """Refuse a batch of ``n`` points that does not split evenly over the ``"data"`` axis."""
+    if mesh is None or n % mesh.shape["data"] == 0:
+        return
+    size = mesh.shape["data"]
+    lo, hi = (n // size) * size, -(-n // size) * size
+    near = f"{hi}" if lo == 0 else f"{lo} or {hi}"
+    raise ValueError(
+        f"{what} ({n}) is not a multiple of the {size} devices on the 'data' mesh axis. "
+        f"Use {what} = {near}, or {fix}."
+    )

@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Int, PyTree
 
+from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
 from .._validate import as_float_array, check_finite
 from ..io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import _metrics
@@ -79,13 +81,28 @@ def _unit_rows(sae: SAE) -> SAE:
 
 
 def _step(static, state: TrainState):
-    data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty = static
-    B = perm.shape[1]
+    """One step on the minibatch ``data[perm[step − offset]]`` (data on the device)."""
+    data, perm, offset, *rest = static
     X = data[jax.lax.dynamic_index_in_dim(perm, state.step - offset, keepdims=False)]
+    return _update(rest, state, X)
+
+
+def _batch_step(static, state: TrainState):
+    """One step on a minibatch gathered on the host (data in a memmap)."""
+    X, *rest = static
+    return _update(rest, state, X)
+
+
+def _update(static, state: TrainState, X):
+    lam, warmup, schedule_lr, optimizer, penalty, sharding = static
+    if sharding is not None:
+        # data-parallel: each device takes a slice of the batch; the SAE and the
+        # optimizer state are replicated, so the mean loss and its gradient become
+        # per-device partial sums that XLA all-reduces.
+        X = jax.lax.with_sharding_constraint(X, sharding)
+    B = X.shape[0]
     # warm-up lengths and the schedule are arrays: changing them does not recompile
-    ramp = jnp.minimum(
-        1, (state.step + 1).astype(data.dtype) / jnp.maximum(warmup, 1).astype(data.dtype)
-    )
+    ramp = jnp.minimum(1, (state.step + 1).astype(X.dtype) / jnp.maximum(warmup, 1).astype(X.dtype))
     lam_t = lam * ramp
     (loss, (Z, X_hat)), grads = eqx.filter_value_and_grad(_loss, has_aux=True)(
         state.sae, X, lam_t, penalty
@@ -95,9 +112,9 @@ def _step(static, state: TrainState):
     with jax.numpy_dtype_promotion("standard"):
         updates, opt_state = optimizer.update(grads, state.opt_state, params)
     if schedule_lr is None:
-        lr_now = jnp.asarray(jnp.nan, data.dtype)
+        lr_now = jnp.asarray(jnp.nan, X.dtype)
     else:  # default optimizer: scale_by_adam, then −lr_t (what optax.adam(schedule) computes)
-        lr_now = schedule_lr(state.step).astype(data.dtype)
+        lr_now = schedule_lr(state.step).astype(X.dtype)
         updates = jax.tree.map(lambda u: -lr_now.astype(u.dtype) * u, updates)
     sae = eqx.apply_updates(state.sae, updates)
     if penalty.unit_decoder:
@@ -115,7 +132,7 @@ def _step(static, state: TrainState):
     metrics = {
         "loss": loss,
         "mse": jnp.mean(jnp.sum((X - X_hat) ** 2, axis=-1)),
-        "l0": jnp.sum(counts).astype(data.dtype) / B,
+        "l0": jnp.sum(counts).astype(X.dtype) / B,
         "explained_variance": _metrics.explained_variance(X, X_hat),
         "shrinkage": _metrics.shrinkage(X, X_hat),
         "lam": lam_t,
@@ -127,6 +144,7 @@ def _step(static, state: TrainState):
 # The state's buffers are donated: the update happens in place, no second copy of the
 # parameters and Adam moments is allocated per step.
 _train_step = eqx.filter_jit(_step, donate="all-except-first")
+_train_batch_step = eqx.filter_jit(_batch_step, donate="all-except-first")
 
 
 @eqx.filter_jit
@@ -196,13 +214,16 @@ def train_sae(
     dense_threshold: float = 0.1,
     checkpoint_dir=None,
     checkpoint_every: int | None = None,
+    mesh: Mesh | None | bool = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train an SAE with optax on ``data`` ``(N, d_in)`` (minibatches without replacement).
 
     Args:
         sae: the initial SAE (``SAE.init``); its dtype is the training dtype.
-        data: ``(N, d_in)`` array (NumPy, memmap or JAX).
+        data: ``(N, d_in)`` array (NumPy or JAX), or a ``numpy.memmap``: then each
+            minibatch is gathered on the host (rows read in sorted order), so memory
+            stays bounded by the batch; the run equals the in-memory one bit for bit.
         key: PRNG key; fixes the data order (one permutation per epoch).
         steps: total number of optimizer steps (a resumed run continues to it).
         batch_size: points per step (``≤ N``; the last partial batch of an epoch is dropped).
@@ -221,6 +242,11 @@ def train_sae(
         dense_threshold: a latent firing on more than this fraction counts as dense.
         checkpoint_dir, checkpoint_every: save a checkpoint every ``checkpoint_every``
             steps (atomically); if ``checkpoint_dir`` holds one, resume from the latest.
+        mesh: data-parallel training over a ``jax.sharding.Mesh`` with a ``"data"``
+            axis: each minibatch is split over it, the SAE and optimizer state are
+            replicated. Default ``None``: all devices when there are several (or the
+            devices the SAE / data already live on); ``False``: one device.
+            ``batch_size`` must be a multiple of the number of devices.
         progress: show a tqdm progress bar.
 
     Example:
@@ -232,16 +258,24 @@ def train_sae(
         raise ValueError(
             f"sae must be a jaxsae.SAE (use jaxsae.SAE.init), got {type(sae).__name__}."
         )
-    data = as_float_array(data, "data")
+    on_host = isinstance(data, np.memmap)
+    if on_host and np.dtype(data.dtype).kind not in "fiub":
+        raise ValueError(f"data must hold real numbers, got dtype {data.dtype}.")
+    if not on_host:
+        data = as_float_array(data, "data")
     if data.ndim != 2 or data.shape[1] != sae.d_in:
         raise ValueError(
             f"data must have shape (N, {sae.d_in}) to match the SAE's d_in, got {data.shape}."
         )
-    data = data.astype(sae.dtype)
-    check_finite(data, "data")
+    if not on_host:  # a memmap's batches are checked as they are read
+        data = data.astype(sae.dtype)
+        check_finite(data, "data")
     N = data.shape[0]
     if not 1 <= batch_size <= N:
         raise ValueError(f"batch_size must be between 1 and N = {N}, got {batch_size}.")
+    mesh = resolve_data_mesh(mesh, sae, None if on_host else data)
+    mesh = None if mesh is None or mesh.devices.size == 1 else mesh
+    check_batch_divisible(batch_size, mesh, "batch_size", "pass mesh=False to train on one device")
     if steps < 0 or log_every < 1:
         raise ValueError(
             f"steps must be ≥ 0 and log_every ≥ 1, got steps={steps}, log_every={log_every}."
@@ -287,8 +321,15 @@ def train_sae(
             )
         start, history = int(meta["step"]), meta["history"]
     state = jax.tree.map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, state)
+    sharding = None
+    if mesh is not None:
+        sharding = NamedSharding(mesh, PartitionSpec("data", None))
+        state = replicate(state, mesh)
+        if not on_host and data.sharding.device_set != set(mesh.devices.flat):
+            data = replicate(data, mesh)
     warmup = jnp.asarray(l1_warmup_steps, jnp.int32)
-    out = _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps, batch_size,
+    rest = (lam, warmup, schedule_lr, optimizer, penalty, sharding)
+    out = _run(state, data, rest, start, steps, batch_size,
                log_every, dead_after, dense_threshold, checkpoint_dir, checkpoint_every, fingerprint, history,
                progress)  # fmt: skip
     state, history = out
@@ -302,7 +343,7 @@ def train_sae(
     )
 
 
-def _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps, B, log_every, dead_after,
+def _run(state, data, rest, start, steps, B, log_every, dead_after,
          dense_threshold, checkpoint_dir, checkpoint_every, fingerprint, history, progress):  # fmt: skip
     from tqdm.auto import tqdm
 
@@ -318,8 +359,13 @@ def _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps
                 epoch = step // per_epoch
                 perm = _epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B)
                 offset = jnp.asarray(epoch * per_epoch, jnp.int32)
-            static = (data, perm, offset, lam, warmup, schedule_lr, optimizer, penalty)
-            state, metrics = _train_step(static, state)
+                if isinstance(data, np.memmap):
+                    perm = np.asarray(perm)
+            if isinstance(data, np.memmap):
+                X = _host_batch(data, perm[step - epoch * per_epoch], rest)
+                state, metrics = _train_batch_step((X, *rest), state)
+            else:
+                state, metrics = _train_step((data, perm, offset, *rest), state)
             since_log += 1
             done = step + 1
             if done % log_every == 0 or done == steps:
@@ -336,3 +382,19 @@ def _run(state, data, lam, warmup, schedule_lr, optimizer, penalty, start, steps
                 save_checkpoint(checkpoint_dir, done, state, meta)
             bar.update(1)
     return state, history
+
+
+def _host_batch(data: np.memmap, idx: np.ndarray, rest):
+    """``data[idx]`` read from the memmap in sorted row order, on the training device(s)."""
+    order = np.argsort(idx)
+    rows = np.take(data, idx[order], axis=0)
+    X = np.empty_like(rows)
+    X[order] = rows
+    dtype, sharding = rest[0].dtype, rest[-1]
+    X = X.astype(dtype, copy=False)
+    if not np.all(np.isfinite(X)):
+        raise ValueError(
+            "data holds NaN or inf values (found in a minibatch read from the memmap). "
+            "Clean or drop those rows before training."
+        )
+    return jnp.asarray(X) if sharding is None else jax.device_put(X, sharding)

@@ -18,11 +18,15 @@ data space), never on an iteration count.
 
 from __future__ import annotations
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int
 
+from .._sharding import resolve_data_mesh
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
 from ._active_set import polish
@@ -199,19 +203,51 @@ def _chunked(fn, Yc, Z0, chunk_size):
     return jax.tree.map(lambda a: a.reshape(n_chunks * chunk_size, *a.shape[2:])[:N], out)
 
 
-@eqx.filter_jit
-def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size):
-    atoms, mask = dictionary.atoms, dictionary.mask
-    Yc = X - dictionary.bias
+def _solve_points(atoms, bias, mask, lam, X, Z0, *, tol, max_steps, cfg, chunk_size, cold):
+    """Certified codes for the points ``X`` on one device (all of them, or its shard)."""
+    Yc = X - bias
     G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
     P = _Problem(atoms=atoms, mask=mask, lam=lam, G=G, Ls=block_lipschitz(G, cfg[1]), cfg=cfg)
-    cold = init is None
-    Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), X.dtype) if cold else init
 
     def solve(Yc, Z0):
         return _solve_chunk(P, Yc, Z0, tol, max_steps, cold)
 
-    Z, gap, kkt, conv, steps = _chunked(solve, Yc, Z0, chunk_size)
+    return _chunked(solve, Yc, Z0, chunk_size)
+
+
+def _data_parallel(solve, mesh: Mesh, atoms, bias, mask, lam, X, Z0):
+    """``solve`` on every device of ``mesh``'s ``"data"`` axis, each on its share of points.
+
+    The lasso is separable over points, so the natural parallelism is over them:
+    ``shard_map`` gathers the (small) dictionary whole on every device (an atom-
+    sharded one is all-gathered once, on entry) and each device runs the solver's
+    loops on its own points, with no collective inside them. Under plain GSPMD the
+    loops' bodies would hold collectives (top-k, nonzero, gathers over a sharded
+    axis), whose rendezvous on 8 simulated CPU devices never completed.
+    Points are padded to a multiple of the device count with ``x = b`` (``y = 0``),
+    which the zero start already certifies.
+    """
+    N, pad = X.shape[0], -X.shape[0] % mesh.shape["data"]
+    Xp = jnp.concatenate([X, jnp.broadcast_to(bias, (pad, X.shape[1]))])
+    Z0p = jnp.pad(Z0, ((0, pad), (0, 0)))
+    rep, rows = PartitionSpec(), PartitionSpec("data")
+    fn = jax.shard_map(
+        solve, mesh=mesh, in_specs=(rep, rep, rep, rep, rows, rows), out_specs=rows, check_vma=False
+    )
+    return tuple(a[:N] for a in fn(atoms, bias, mask, lam, Xp, Z0p))
+
+
+@eqx.filter_jit
+def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh):
+    atoms, mask, bias = dictionary.atoms, dictionary.mask, dictionary.bias
+    cold = init is None
+    Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), X.dtype) if cold else init
+    kw = dict(tol=tol, max_steps=max_steps, cfg=cfg, chunk_size=chunk_size, cold=cold)
+    solve = functools.partial(_solve_points, **kw)
+    if mesh is None:
+        Z, gap, kkt, conv, steps = solve(atoms, bias, mask, lam, X, Z0)
+    else:
+        Z, gap, kkt, conv, steps = _data_parallel(solve, mesh, atoms, bias, mask, lam, X, Z0)
     # Differentiable view of the solution: implicit differentiation on the active set.
     cap_implicit = min(atoms.shape[0], max(2 * cfg[3], min(atoms.shape[1], 128) + 16))
     Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap_implicit)
@@ -235,6 +271,7 @@ def sparse_code(
     chunk_size: int | None = None,
     support_cap: int | None = None,
     sweeps: int = 6,
+    mesh: Mesh | None | bool = None,
     throw: bool = False,
 ) -> CodeSolution:
     """Optimal nonnegative codes with a duality-gap certificate (THEORY §1).
@@ -267,6 +304,12 @@ def sparse_code(
             (default ``min(K, d, 40)``; later rounds use
             ``min(K, max(2·cap, min(d, 128) + 16))``). A unique solution has ``|S| ≤ d``.
         sweeps: block-coordinate sweeps per round before the polish.
+        mesh: a ``jax.sharding.Mesh`` with a ``"data"`` axis to split the points
+            over (each device codes its share against the whole dictionary, which
+            is gathered if it arrives split by atom, e.g. from ``shard_atoms``).
+            Default ``None``: the devices the inputs already live on, or all
+            devices, when there are several (inside a trace: all devices);
+            ``False``: one device. The codes equal the one-device run.
         throw: raise if not every point converged.
 
     Returns:
@@ -297,6 +340,9 @@ def sparse_code(
     if cap < 1:
         raise ValueError(f"support_cap must be ≥ 1, got {support_cap}.")
     cfg = (int(sweeps), 64, 6, cap, 8)  # (sweeps, block, inner steps, cap, PDAS solves)
+    mesh = resolve_data_mesh(mesh, dictionary, X, lam, init)
+    if mesh is not None and mesh.devices.size == 1:
+        mesh = None
     sol = _sparse_code(
         dictionary,
         X,
@@ -306,6 +352,7 @@ def sparse_code(
         int(max_steps),
         cfg,
         None if chunk_size is None else int(chunk_size),
+        mesh,
     )
     if throw:
         sol = eqx.tree_at(
