@@ -11,13 +11,14 @@ import time
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ._dl_steps import alternating_step, lbfgs_step, start_polish
+from ._dl_steps import alternating_step, lbfgs_step
 
 # Trace counters (incremented at trace time only): tests use them to check that a
 # sweep compiles each step once.
-TRACES = {"alternating": 0, "start": 0, "lbfgs": 0}
+TRACES = {"alternating": 0, "lbfgs": 0}
 
 
 def _count(name):
@@ -32,17 +33,12 @@ def _alternating(state, X, lam, mask, policy, free_bias, inner_steps, batched):
 
 
 @eqx.filter_jit
-def _start(state, X, lam, mask, free_bias, code_tol, max_code_steps, batched):
-    _count("start")
-    f = lambda s, lm, m: start_polish(s, X, lm, m, free_bias, code_tol, max_code_steps)
-    return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
-
-
-@eqx.filter_jit
-def _lbfgs(state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_backtracks, batched):
+def _lbfgs(
+    state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_backtracks, batched, start
+):
     _count("lbfgs")
     f = lambda s, lm, m: lbfgs_step(
-        s, X, lm, m, tol, free_bias, code_tol, max_code_steps, max_backtracks
+        s, X, lm, m, tol, free_bias, code_tol, max_code_steps, max_backtracks, start=start
     )
     return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
 
@@ -95,26 +91,20 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=N
         v, g = record(state, 0)
         bar.update(1)
         bar.set_postfix(F=f"{np.max(v):.6g}", phase="alternating")
-    if done <= cfg["warm_steps"]:
-        state = _start(
-            state, X, lam, mask, *common, cfg["code_tol"], cfg["max_code_steps"], batched
-        )
+    lbfgs_args = (
+        cfg["tol"],
+        *common,
+        cfg["code_tol"],
+        cfg["max_code_steps"],
+        cfg["max_backtracks"],
+    )
+    if done <= cfg["warm_steps"]:  # phase 2 starts with exact codes (the same compiled step)
+        state = _lbfgs(state, X, lam, mask, *lbfgs_args, batched, jnp.asarray(True))
         record(state, 1)
     for _ in range(max(0, done - cfg["warm_steps"] - 1), cfg["max_steps"]):
         if bool(np.all(jax.device_get(state.done))):
             break
-        state = _lbfgs(
-            state,
-            X,
-            lam,
-            mask,
-            cfg["tol"],
-            *common,
-            cfg["code_tol"],
-            cfg["max_code_steps"],
-            cfg["max_backtracks"],
-            batched,
-        )
+        state = _lbfgs(state, X, lam, mask, *lbfgs_args, batched, jnp.asarray(False))
         v, g = record(state, 1)
         bar.update(1)
         bar.set_postfix(F=f"{np.max(v):.10g}", grad=f"{np.max(g):.2e}", phase="L-BFGS")

@@ -143,15 +143,15 @@ def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: 
     return _freeze(state, new)
 
 
-def start_polish(state, X, lam, mask, free_bias: bool, code_tol, max_code_steps: int):
-    """Solve the codes to full accuracy at the current atoms and clear the memory."""
-    Z = _codes(state.P, X, lam, mask, state.codes, code_tol, max_code_steps)
-    state = eqx.tree_at(
-        lambda s: (s.count, s.head, s.fails, s.flat, s.best),
+def _cleared(state):
+    """The state at the start of phase 2: no L-BFGS memory, no failures, F unknown."""
+    z = 0 * state.count
+    inf = state.best + jnp.inf
+    return eqx.tree_at(
+        lambda s: (s.count, s.head, s.fails, s.flat, s.best, s.value),
         state,
-        (0 * state.count, 0 * state.head, 0 * state.fails, 0 * state.flat, state.best + jnp.inf),
+        (z, z, z, z, inf, inf),
     )
-    return _measure(state, state.P, Z, X, lam, mask, free_bias)
 
 
 def _two_loop(g, S, Y, rho, head, count):
@@ -261,13 +261,24 @@ def lbfgs_step(
     max_code_steps: int,
     max_backtracks: int,
     patience: int = 30,
+    start=None,
 ):
-    """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search."""
+    """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search.
+
+    With ``start`` (a traced bool) the call is the start of phase 2 instead: the
+    memory is cleared and a zero step is taken, so the codes are solved to full
+    accuracy at the current atoms and the first-order measures recorded. Both
+    uses share one compiled function (the code solver inside is the costly part
+    to compile).
+    """
+    start = jnp.zeros((), bool) if start is None else start
+    state = jax.tree.map(lambda a, b: jnp.where(start, a, b), _cleared(state), state)
     P, F = state.P, state.value
     p, slope, slack = lbfgs_direction(state)
+    p, slope = jnp.where(start, 0, p), jnp.where(start, 0, slope)
 
     def trial(t):
-        Pt = retract(P, t * p)
+        Pt = jnp.where(start, P, retract(P, t * p))
         Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
         Zm = jnp.where(mask, Zt, 0)
         Rt = X - Pt[-1] - Zm @ Pt[:-1]
@@ -285,7 +296,8 @@ def lbfgs_step(
         return t, k + 1, Pt, Zt, Ft
 
     one = jnp.ones((), P.dtype)
-    init = (one, jnp.zeros((), jnp.int32), P, state.codes, jnp.asarray(jnp.inf, P.dtype))
+    # Ft = NaN fails the Armijo test, so at least one trial is evaluated
+    init = (one, jnp.zeros((), jnp.int32), P, state.codes, jnp.asarray(jnp.nan, P.dtype))
     t, _, Pt, Zt, Ft = jax.lax.while_loop(cond, body, init)
     accepted = armijo(F, Ft, t, slope, slack)
     moved = _measure(state, Pt, Zt, X, lam, mask, free_bias)
