@@ -110,8 +110,8 @@ def resolve_data_mesh(mesh, *trees) -> Mesh | None:
 
     ``mesh=False``: None (one device). A ``Mesh``: itself (it must have a ``"data"``
     axis). ``None`` (default): the devices the concrete arrays in ``trees`` already
-    span when they span several, else all devices when there are several (inside a
-    trace, where placements are unknown, all devices), else None.
+    span when they span several, else all devices when there are several, except
+    inside a trace (where inputs may be committed to one device): then None.
     """
     if mesh is False:
         return None
@@ -126,10 +126,30 @@ def resolve_data_mesh(mesh, *trees) -> Mesh | None:
             f"mesh must be a jax.sharding.Mesh, None or False, got {type(mesh).__name__}."
         )
     leaves = [leaf for leaf in jax.tree.leaves(trees) if isinstance(leaf, jax.Array)]
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-        return data_mesh()
-    spanned = _spanned_devices(leaves)
-    return data_mesh(spanned) if len(spanned) > 1 else data_mesh()
+    traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    spanned = _spanned_devices([leaf for leaf in leaves if not isinstance(leaf, jax.core.Tracer)])
+    if len(spanned) > 1:
+        return data_mesh(spanned)
+    # inside a trace the inputs may be committed to one device: do not move them
+    return None if traced else data_mesh()
+
+
+def place_on(mesh: Mesh | None, replicated, rows):
+    """Replicate the pytree ``replicated`` and split the arrays in ``rows`` by row over
+    ``mesh``'s ``"data"`` axis (replicated when their length does not split evenly).
+    Does nothing inside a trace (placements belong to the caller there)."""
+    leaves = jax.tree.leaves((replicated, rows))
+    if mesh is None or any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return replicated, rows
+    size = mesh.shape["data"]
+
+    def split(a):
+        if not eqx.is_array(a):
+            return a
+        spec = P("data", *([None] * (a.ndim - 1))) if a.shape[0] % size == 0 else P()
+        return jax.device_put(a, NamedSharding(mesh, spec))
+
+    return replicate(replicated, mesh), jax.tree.map(split, rows)
 
 
 def check_batch_divisible(n: int, mesh: Mesh | None, what: str, fix: str) -> None:

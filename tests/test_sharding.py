@@ -108,6 +108,10 @@ CHILD = textwrap.dedent(
         np.save(folder + "/codes_one.npy", np.asarray(one.codes))
         grad = jax.grad(lambda a: jnp.sum(jaxsae.sparse_code(jaxsae.Dictionary(a), X, 0.1).codes ** 2))
         np.save(folder + "/grad.npy", np.asarray(grad(jnp.asarray(A))))
+        # inside a trace (vmap over λ) on inputs committed to one device: stays there
+        Xc = jax.device_put(X, jax.devices()[0])
+        lams = jnp.asarray([0.1, 0.2])
+        np.save(folder + "/vmap.npy", np.asarray(jax.vmap(lambda l: jaxsae.sparse_code(D, Xc, l).codes)(lams)))
     out["coding_s"] = time.time() - t0
     # data-parallel training: batch split over the data axis, SAE and Adam replicated
     T = np.load(folder + "/T.npy")
@@ -141,7 +145,7 @@ def test_eight_devices_equal_one_device(tmp_path):
     _eight_devices(tmp_path, full=False)
 
 
-@pytest.mark.slow  # ~70 s: adds the implicit gradient and mesh=False inside the 8-device process
+@pytest.mark.slow  # ~70 s: adds the implicit gradient, vmap over λ and mesh=False on 8 devices
 def test_eight_devices_gradient_and_mesh_false(tmp_path):
     _eight_devices(tmp_path, full=True)
 
@@ -175,6 +179,9 @@ def _eight_devices(tmp_path, full: bool):
         g = np.asarray(grad(jnp.asarray(A)))
         assert np.abs(g).max() > 1e-2
         np.testing.assert_allclose(np.load(tmp_path / "grad.npy"), g, atol=1e-10 * np.abs(g).max())
+        vm = np.load(tmp_path / "vmap.npy")
+        np.testing.assert_allclose(vm[0], ref.codes, atol=1e-12)
+        np.testing.assert_allclose(vm[1], jaxsae.sparse_code(D, X, 0.2).codes, atol=1e-12)
 
     sae = jaxsae.SAE.init(6, 16, jaxsae.ReLU(), key=jax.random.key(2), dtype=jnp.float64)
     r = jaxsae.train_sae(sae, T, key=jax.random.key(3), **TRAIN)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 from jaxtyping import Array, Float, Int
 
-from .._sharding import resolve_data_mesh
+from .._sharding import place_on, resolve_data_mesh
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
 from ._active_set import polish
@@ -308,7 +308,7 @@ def sparse_code(
             over (each device codes its share against the whole dictionary, which
             is gathered if it arrives split by atom, e.g. from ``shard_atoms``).
             Default ``None``: the devices the inputs already live on, or all
-            devices, when there are several (inside a trace: all devices);
+            devices, when there are several (inside a trace, only the former);
             ``False``: one device. The codes equal the one-device run.
         throw: raise if not every point converged.
 
@@ -343,6 +343,7 @@ def sparse_code(
     mesh = resolve_data_mesh(mesh, dictionary, X, lam, init)
     if mesh is not None and mesh.devices.size == 1:
         mesh = None
+    dictionary, (X, init) = place_on(mesh, dictionary, (X, init))
     sol = _sparse_code(
         dictionary,
         X,
