@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Int, PyTree
 
 from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
+from .._streaming import _page_release
 from .._validate import as_float_array, check_finite
 from ..io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from ..models import _metrics
@@ -388,6 +389,8 @@ def _host_batch(data: np.memmap, idx: np.ndarray, rest):
     """``data[idx]`` read from the memmap in sorted row order, on the training device(s)."""
     order = np.argsort(idx)
     rows = np.take(data, idx[order], axis=0)
+    # drop the mapped pages just read, so the resident set does not grow to the file
+    _page_release(data)([data[i] for i in idx[order]])
     X = np.empty_like(rows)
     X[order] = rows
     dtype, sharding = rest[0].dtype, rest[-1]
