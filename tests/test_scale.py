@@ -258,7 +258,7 @@ SHARDED_CHILD = textwrap.dedent(
     sae = f64(jaxsae.SAE.init(d, 16, jaxsae.ReLU(), key=jax.random.key(1), decoder_norm=1.0))
     # data-parallel training steps
     kw = dict(key=jax.random.key(2), lam=0.05, steps=6, batch_size=80, progress=False, log_every=3)
-    r1 = jaxsae.train_sae(sae, X, **kw)
+    r1 = jaxsae.train_sae(sae, X, mesh=False, **kw)  # one device (the default uses all 8)
     r8 = jaxsae.train_sae(replicate(sae, mesh), shard_rows(X, mesh), **kw)
     out["train_W_dec"] = max(err(r1.sae.W_dec, r8.sae.W_dec), err(r1.sae.W_enc, r8.sae.W_enc))
     out["train_loss"] = err(r1.history["loss"], r8.history["loss"])

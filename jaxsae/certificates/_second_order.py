@@ -49,49 +49,66 @@ class _Setup(eqx.Module):
     code_kkt: float
 
 
+@eqx.filter_jit
+def _supports(dictionary, X, codes, lam, dtol):
+    """Strict supports, degenerate pairs (``z = 0``, ``g = λ``) and the largest support size."""
+    mask = dictionary.mask
+    Z = jnp.where(mask, codes, 0)
+    g = (X - dictionary.bias - Z @ dictionary.atoms) @ dictionary.atoms.T
+    strong = Z > dtol * jnp.max(jnp.abs(Z))
+    weak = mask & ~strong & (g >= lam * (1 - dtol))
+    plus = strong | weak
+    return Z, strong, plus, jnp.sum(weak), jnp.max(jnp.sum(plus, axis=1))
+
+
+@eqx.filter_jit
+def _measures(fs, H, dictionary, X, Z, lam, strong, gtol):
+    """Gram conditioning, dead atoms, the gradient and the KKT of the polished codes."""
+    mask = dictionary.mask
+    ginv_norm = jnp.linalg.norm(fs.Ginv, axis=(-2, -1))
+    min_gram = 1 / jnp.max(jnp.where(fs.weight > 0, ginv_norm, 0))
+    n_singular = jnp.sum((fs.weight > 0) & ~((ginv_norm * gtol < 1) & jnp.isfinite(ginv_norm)))
+    gA, gb = H.tangent.project(H.grad_atoms, H.grad_bias)
+    grad_norm = jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2))
+    grad_scale = lam * jnp.max(jnp.sum(Z, axis=0)) / X.shape[0]
+    Zp = dense_codes(fs, dictionary.n_atoms)  # the codes the Hessian uses (polished)
+    gp = (X - dictionary.bias - Zp @ dictionary.atoms) @ dictionary.atoms.T
+    kkt = jnp.max(jnp.abs(jnp.where(mask, jnp.minimum(Zp, lam - gp), 0))) / lam
+    n_dead = jnp.sum(mask & ~jnp.any(strong, axis=0))
+    return min_gram, n_singular, n_dead, grad_norm, grad_scale, kkt
+
+
 def _prepare(dictionary, X, lam, codes, chunk_size, degenerate_tol, gram_tol) -> _Setup:
     X, lam, codes = data_lam_codes(dictionary, X, lam, codes, chunk_size)
-    N, K = X.shape[0], dictionary.n_atoms
+    N = X.shape[0]
     dtol, gtol, _ = _tols(dictionary.dtype)
     dtol = dtol if degenerate_tol is None else float(degenerate_tol)
     gtol = gtol if gram_tol is None else float(gram_tol)
-    mask = dictionary.mask
-    Z = jnp.where(mask, codes, 0)
-    R = X - dictionary.bias - Z @ dictionary.atoms
-    g = R @ dictionary.atoms.T
-    strong = Z > dtol * jnp.max(jnp.abs(Z))
-    weak = mask & ~strong & (g >= lam * (1 - dtol))
-    n_deg = int(jnp.sum(weak))
-    plus = strong | weak
-    cap = max(1, int(jnp.max(jnp.sum(plus, axis=1))))
+    Z, strong, plus, n_deg, cap = _supports(dictionary, X, codes, lam, dtol)
+    n_deg, cap = int(n_deg), max(1, int(cap))
     chunk = min(N, _DEFAULT_CHUNK if chunk_size is None else int(chunk_size))
     fs = frozen_support(dictionary, X, Z, lam, strong, cap, chunk)
-    ginv_norm = jnp.linalg.norm(fs.Ginv, axis=(-2, -1))
-    min_gram = 1 / jnp.max(jnp.where(fs.weight > 0, ginv_norm, 0))
-    n_singular = int(jnp.sum((fs.weight > 0) & ~((ginv_norm * gtol < 1) & jnp.isfinite(ginv_norm))))
-    used = mask & jnp.any(strong, axis=0)
+    used = dictionary.mask & jnp.any(strong, axis=0)
     H = riemannian_hessian(fs, dictionary, lam, used)
     H_plus = None
     if n_deg:
         fs_plus = frozen_support(dictionary, X, Z, lam, plus, cap, chunk)
-        H_plus = riemannian_hessian(fs_plus, dictionary, lam, mask & jnp.any(plus, axis=0))
-    gA, gb = H.tangent.project(H.grad_atoms, H.grad_bias)
-    grad_norm = float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2)))
-    grad_scale = float(lam * jnp.max(jnp.sum(Z, axis=0)) / N)
-    # KKT of the codes the Hessian uses (polished on the frozen support)
-    Zp = dense_codes(fs, K)
-    gp = (X - dictionary.bias - Zp @ dictionary.atoms) @ dictionary.atoms.T
-    kkt = jnp.max(jnp.abs(jnp.where(mask, jnp.minimum(Zp, lam - gp), 0))) / lam
+        H_plus = riemannian_hessian(
+            fs_plus, dictionary, lam, dictionary.mask & jnp.any(plus, axis=0)
+        )
+    min_gram, n_singular, n_dead, grad_norm, grad_scale, kkt = jax.device_get(
+        _measures(fs, H, dictionary, X, Z, lam, strong, gtol)
+    )
     return _Setup(
         H,
         H_plus,
         n_deg,
-        n_singular,
+        int(n_singular),
         float(min_gram),
-        int(jnp.sum(mask & ~used)),
-        int(jnp.sum(used)),
-        grad_norm,
-        grad_scale,
+        int(n_dead),
+        dictionary.n_atoms - int(n_dead) - int(jnp.sum(~dictionary.mask)),
+        float(grad_norm),
+        float(grad_scale),
         float(kkt),
     )
 
