@@ -122,8 +122,8 @@ def test_clear_errors(data):
     bad[13, 2] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         _learn([bad], init)
-    with pytest.raises(ValueError, match="method='dictionary'"):
-        jaxsae.sweep(Xm, widths=[2], lams=[0.1], method="sae")
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        jaxsae.sweep(Xm, widths=[2], lams=[0.1], checkpoint_dir="ckpt")
     with pytest.raises(ValueError, match="one-shot iterator"):
         jaxsae.sweep(iter([X]), widths=[2], lams=[0.1])
 

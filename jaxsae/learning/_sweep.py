@@ -101,15 +101,19 @@ def sweep(
         progress: show a tqdm progress bar on stderr (default; pass False to hide it).
         checkpoint_dir, checkpoint_every: as in ``learn_dictionary``: all runs are
             checkpointed together and a repeated call resumes from the newest one.
-        chunk_size: points per chunk for streamed data (default 8192).
+        chunk_size: points per chunk for streamed data (default 8192); with
+            ``method="sae"`` also the rows per training segment (≥ one minibatch).
 
     Streamed data (a ``numpy.memmap``, a list of ``(n_i, d)`` chunks, or a
     zero-argument callable returning a fresh iterable of chunks), with
     ``method="dictionary"``: the single vmapped program needs the data in
     memory, so the grid runs as a loop of streamed ``learn_dictionary`` runs
     (``_sweep_stream.py``) with the same initialisations, memory bounded by the
-    chunk size, and the same table. Checkpointing and ``method="sae"`` need
-    in-memory data.
+    chunk size, and the same table. With ``method="sae"`` (a memmap or a list
+    of chunks: minibatches need random access) the same vmapped SAE program
+    runs on segments of ``chunk_size`` rows gathered on the host, in the same
+    minibatch order, and gives the in-memory table (``_sweep_sae_stream.py``).
+    Checkpointing needs in-memory data.
 
     Returns:
         A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
@@ -124,11 +128,19 @@ def sweep(
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if is_stream_input(X):
-        if method != "dictionary" or checkpoint_dir is not None:
+        if checkpoint_dir is not None:
             raise ValueError(
-                "sweep over streamed data supports method='dictionary' without checkpoint_dir. "
-                "Load the data into memory (np.asarray(X)) for method='sae' or checkpoints."
+                "sweep over streamed data does not support checkpoint_dir. "
+                "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
             )
+        if method == "sae":
+            from ._sweep_sae_stream import sweep_sae_stream
+
+            return sweep_sae_stream(
+                X, widths=widths, lams=lams, seeds=seeds, steps=sae_steps,
+                batch_size=sae_batch_size, lr=sae_lr, tol=1e-6 if tol is None else float(tol),
+                chunk_size=chunk_size, progress=progress,
+            )  # fmt: skip
         from ._sweep_stream import sweep_stream
 
         cfg_args = dict(

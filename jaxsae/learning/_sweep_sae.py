@@ -40,18 +40,30 @@ def _loss(p: _Params, X, mask, lam):
     return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
 
 
-def _init(X, K_max: int, seed: int) -> _Params:
+def _init(b_dec, K_max: int, seed: int) -> _Params:
+    """One run's SAE from ``key(seed)``; ``b_dec`` starts at the data mean."""
     sae = SAE.init(
-        X.shape[1], K_max, ReLU(), key=jax.random.key(seed), dtype=X.dtype, decoder_norm=1.0
+        b_dec.shape[0], K_max, ReLU(), key=jax.random.key(seed), dtype=b_dec.dtype, decoder_norm=1.0
     )
-    return _Params(sae.W_enc, sae.b_enc, sae.W_dec, jnp.mean(X, axis=0))
+    return _Params(sae.W_enc, sae.b_enc, sae.W_dec, b_dec)
 
 
-@eqx.filter_jit
-def _train(params: _Params, X, masks, lams, batches, lr):
-    """Train every run (leading axis of ``params``, ``masks``, ``lams``) over ``batches``."""
-    opt = optax.adam(lr)
-    opt_state = jax.vmap(opt.init)(params)
+def _grid_arrays(grid, b_dec):
+    """Stacked initial parameters, masks ``(R, K_max)`` and λ ``(R,)`` of the grid."""
+    K_max = max(w for w, _, _ in grid)
+    params = jax.tree.map(lambda *a: jnp.stack(a), *[_init(b_dec, K_max, s) for _, _, s in grid])
+    masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
+    lams = jnp.asarray([lam for _, lam, _ in grid], b_dec.dtype)
+    return params, masks, lams
+
+
+def _epoch_keys(steps: int, B: int, N: int):
+    """One key per epoch; epoch e visits the points in ``permutation(keys[e], N)`` order."""
+    return jax.random.split(jax.random.key(0), -(-steps * B // N))
+
+
+def _step(carry, Xb, masks, lams, opt):
+    """One Adam step of every run on the shared minibatch ``Xb`` ``(B, d)``."""
 
     def one(p, s, mask, lam, Xb):
         g = jax.grad(_loss)(p, Xb, mask, lam)
@@ -61,10 +73,18 @@ def _train(params: _Params, X, masks, lams, batches, lr):
         W = p.W_dec
         return eqx.tree_at(lambda q: q.W_dec, p, W / jnp.linalg.norm(W, axis=1, keepdims=True)), s
 
+    p, s = carry
+    return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(p, s, masks, lams, Xb)
+
+
+@eqx.filter_jit
+def _train(params: _Params, X, masks, lams, batches, lr):
+    """Train every run (leading axis of ``params``, ``masks``, ``lams``) over ``batches``."""
+    opt = optax.adam(lr)
+    opt_state = jax.vmap(opt.init)(params)
+
     def step(carry, idx):
-        p, s = carry
-        p, s = jax.vmap(one, in_axes=(0, 0, 0, 0, None))(p, s, masks, lams, X[idx])
-        return (p, s), None
+        return _step(carry, X[idx], masks, lams, opt), None
 
     (params, _), _ = jax.lax.scan(step, (params, opt_state), batches)
     return params
@@ -78,37 +98,42 @@ def _measure(p: _Params, X, mask, lam):
     objective = jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
     C = Z.T @ R  # c_k = Σ_n z_kn r_n  (THEORY §2)
     l1 = jnp.sum(Z, axis=0)
-    radial = jnp.sum(C * p.W_dec, axis=1, keepdims=True)
-    grad = jnp.linalg.norm(C - radial * p.W_dec, axis=1) / N
-    used = mask & (l1 > 0)
-    align = jnp.linalg.norm(p.W_dec - C / jnp.where(used, lam * l1, 1)[:, None], axis=1)
+    grad_norm, alignment = _first_order(p.W_dec, C, l1, mask, lam, N)
     var = jnp.mean(jnp.sum(X * X, axis=-1)) - jnp.sum(jnp.mean(X, axis=0) ** 2)
     return {
         "objective": objective,
         "l0": jnp.mean(jnp.sum(Z > 0, axis=-1)).astype(X.dtype),
         "explained_variance": 1 - jnp.mean(jnp.sum(R * R, axis=-1)) / var,
         "dead": jnp.sum(mask & (l1 == 0)),
-        "grad_norm": jnp.max(jnp.where(mask, grad, 0)),
-        "alignment": jnp.max(jnp.where(used, align, 0)),
+        "grad_norm": grad_norm,
+        "alignment": alignment,
     }
+
+
+def _first_order(W_dec, C, l1, mask, lam, N):
+    """Max Riemannian gradient norm and max alignment error of (A), from ``C`` and ``‖z_k‖₁``."""
+    radial = jnp.sum(C * W_dec, axis=1, keepdims=True)
+    grad = jnp.linalg.norm(C - radial * W_dec, axis=1) / N
+    used = mask & (l1 > 0)
+    align = jnp.linalg.norm(W_dec - C / jnp.where(used, lam * l1, 1)[:, None], axis=1)
+    return jnp.max(jnp.where(mask, grad, 0)), jnp.max(jnp.where(used, align, 0))
 
 
 def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float) -> SweepResult:
     """Train the SAE grid ``[(width, λ, seed), ...]`` and tabulate it (see module doc)."""
-    K_max = max(w for w, _, _ in grid)
     N = X.shape[0]
     B = min(batch_size, N)
-    params = jax.tree.map(lambda *a: jnp.stack(a), *[_init(X, K_max, s) for _, _, s in grid])
-    masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
-    lams = jnp.asarray([lam for _, lam, _ in grid], X.dtype)
-    n_epochs = -(-steps * B // N)
-    perms = jax.vmap(lambda k: jax.random.permutation(k, N))(
-        jax.random.split(jax.random.key(0), n_epochs)
-    )
+    params, masks, lams = _grid_arrays(grid, jnp.mean(X, axis=0))
+    perms = jax.vmap(lambda k: jax.random.permutation(k, N))(_epoch_keys(steps, B, N))
     batches = perms.reshape(-1)[: steps * B].reshape(steps, B)
     params = _train(params, X, masks, lams, batches, lr)
     m = jax.vmap(_measure, in_axes=(0, None, 0, 0))(params, X, masks, lams)
     bound = jax.vmap(lambda lam, b: wide_bound(X, lam, b))(lams, params.b_dec)
+    return _table(grid, params, masks, lams, m, bound, tol)
+
+
+def _table(grid, params: _Params, masks, lams, m: dict, bound, tol: float) -> SweepResult:
+    """The ``SweepResult`` from the runs' ``_measure`` entries ``m`` and bounds (W)."""
     return SweepResult(
         width=jnp.asarray([w for w, _, _ in grid]),
         lam=lams,
