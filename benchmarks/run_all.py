@@ -29,6 +29,7 @@ SCRIPTS = [
     "convex",
     "sweep",
     "learn_dictionary_stream",
+    "sweep_sae_stream",
     "scaling",
 ]
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
