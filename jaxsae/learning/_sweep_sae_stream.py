@@ -56,12 +56,12 @@ class _Rows:
         pieces = [
             p if hasattr(p, "shape") and hasattr(p, "dtype") else np.asarray(p) for p in pieces
         ]
-        d = pieces[0].shape[-1] if pieces[0].ndim == 2 else None
+        d = pieces[0].shape[-1]
         for p in pieces:
             if p.ndim != 2 or p.shape[1] != d:
                 raise ValueError(
-                    f"data chunks must all have shape (n_i, {d}) (points × features), "
-                    f"got {tuple(p.shape)}."
+                    "X must be (N, d) or a list of (n_i, d) chunks with the same number of "
+                    f"features d = {d} (points × features); got a piece of shape {tuple(p.shape)}."
                 )
         self.pieces, self.d = pieces, d
         self.offsets = np.cumsum([0] + [p.shape[0] for p in pieces])
@@ -87,13 +87,28 @@ class _Rows:
         return batch
 
 
+_BLOCK = 64  # rows read from a memmap between two page releases
+_AROUND = 1 << 18  # bytes either side of a block that page faults may have mapped too
+
+
 def _take(piece, local: np.ndarray) -> np.ndarray:
+    """``piece[local]`` for sorted ``local``; a memmap's pages are dropped as they are read.
+
+    A page fault on a file mapping also maps the neighbouring cached pages (fault-around,
+    64 KiB by default), so reading a segment's scattered rows at once would map most of
+    the file (measured: +180 MiB peak RSS for a 205 MB file). Reading ``_BLOCK`` rows at a
+    time and releasing their span, widened by ``_AROUND``, keeps the resident set small.
+    """
     if not isinstance(piece, np.ndarray):  # e.g. a JAX array: index it where it lives
         return np.asarray(piece[local])
-    rows = np.take(piece, local, axis=0)
-    # drop the memmap pages just read, so the resident set does not grow to the file
-    _page_release(piece)([piece[local[0] : local[-1] + 1]])
-    return rows
+    release = _page_release(piece)
+    pad = -(-_AROUND // max(1, piece.strides[0]))
+    out = np.empty((local.shape[0], piece.shape[1]), piece.dtype)
+    for i in range(0, local.shape[0], _BLOCK):
+        block = local[i : i + _BLOCK]
+        out[i : i + _BLOCK] = piece[block]
+        release([piece[max(0, block[0] - pad) : block[-1] + 1 + pad]])
+    return out
 
 
 def _segments(keys, N: int, B: int, steps: int, S: int):
