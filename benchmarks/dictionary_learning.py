@@ -189,6 +189,11 @@ def main():
         },
     }
     j = out["jaxsae"]
+    # anchor time / jaxsae time to reach the anchor's objective (compilation excluded)
+    out["ratios"] = {
+        "spams_time/jaxsae_time_to_same_objective": t_sp / j["time_to_spams_objective_s"],
+        "sklearn_time/jaxsae_time_to_same_objective": t_sk / j["time_to_sklearn_objective_s"],
+    }
     print(f"at SPAMS's time   jaxsae F = {j['objective_at_spams_time']:.6f} vs {F_sp:.6f}")
     print(f"at sklearn's time jaxsae F = {j['objective_at_sklearn_time']:.6f} vs {F_sk:.6f}")
     print(
