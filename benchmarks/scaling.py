@@ -206,6 +206,8 @@ def plot(results, path):
                 "o-",
                 label=f"{op} ({p:.2f})",
             )
+        a.set_xticks(r["values"], [str(v) for v in r["values"]])  # the grid, not log minors
+        a.minorticks_off()
         a.set_xlabel(axis)
         a.set_ylabel("seconds")
         a.legend(fontsize=7)
