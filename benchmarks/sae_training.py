@@ -73,6 +73,7 @@ def jaxsae_step_time(d_in, d_sae, B, repeat, steps_per_call=5):
                 schedule,
                 optimizer,
                 jaxsae.DecoderNormL1(),
+                None,  # batch sharding: one device
             )
             s, _ = _train_step(static, s)
             k += 1
