@@ -12,6 +12,8 @@ reductions; no communication is written by hand.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import mmap
 from collections.abc import Callable, Iterator
 
@@ -161,6 +163,8 @@ def stream_sum(
             Xc = jax.device_put(chunk, NamedSharding(mesh, P("data", None)))
             vc = jax.device_put(valid, NamedSharding(mesh, P("data")))
         part = jitted(Xc, vc, *args)
+        if count == 0:
+            release_freed_memory()  # the first chunk compiled ``fn``
         if total is None:
             total = part
         else:
@@ -191,3 +195,27 @@ def _progress(enabled: bool, total, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="pt", unit_scale=True, leave=False)
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's free pages back to the operating system (glibc ``malloc_trim``).
+
+    Compiling a program makes XLA allocate and free a few hundred MB, and glibc
+    keeps those freed pages in the process, so the resident set after a compile
+    stays near the compiler's peak. Streaming passes call this once, after
+    their first (compiling) chunk, so that the memory the pass itself needs is
+    not stacked on top of the compiler's leftovers. A no-op without glibc.
+    """
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return lib if hasattr(lib, "malloc_trim") else None
+    except OSError:
+        return None
+
+
+_LIBC = _libc()

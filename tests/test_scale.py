@@ -196,13 +196,14 @@ def test_streaming_certify_memory_is_bounded_by_the_chunk(tmp_path):
 
 @pytest.mark.slow
 def test_streaming_certify_two_gigabytes_under_one_gigabyte_rss(tmp_path):
-    """The issue's claim: a 2·10⁶ × 256 float32 memmap (2 GB) with peak RSS < 1 GB."""
+    """The issue's claim: a 2·10⁶ × 256 float32 memmap (2.048·10⁹ bytes) with peak RSS
+    under 1 GB = 10⁹ bytes (measured 0.868·10⁹, the compiler's peak: the pass stays below it)."""
     N, d = 2_000_000, 256
     _write_memmap(tmp_path / "x.npy", N, d)
     before, after, n, *_ = _peak_rss_of_stream(tmp_path / "x.npy", 32, 4096, 3000)
     print(f"2 GB memmap: peak RSS {after / 2**30:.3f} GiB ({before / 2**30:.3f} GiB before)")
     assert n == N
-    assert after < 2**30, after / 2**30
+    assert after < 1e9, after / 1e9
 
 
 SHARDED_CHILD = textwrap.dedent(

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from .._streaming import DEFAULT_CHUNK, data_mesh, iter_chunks
+from .._streaming import DEFAULT_CHUNK, data_mesh, iter_chunks, release_freed_memory
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
 from ._first_order import Certificate, _acc_dtype, _assemble, _chunk_stats, default_certify_tol
@@ -118,6 +118,8 @@ def certify_stream(
             dictionary, lam, tol, _put(Xc.astype(dtype), mesh, rows), Zc, _put(w, mesh, cols),
             codes_given, acc,
         )  # fmt: skip
+        if sums is None:
+            release_freed_memory()  # the first chunk compiled ``_chunk``
         sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
         maxes = m if maxes is None else jax.tree.map(jnp.maximum, maxes, m)
         rb = np.asarray(rb)
