@@ -242,6 +242,36 @@ def _eigs(H: RiemannianHessian, n_eigs, tol, max_iter, key):
     )
 
 
+def certificate(
+    e, lower, K: int, d: int, *, n_degenerate: int, n_singular: int, min_gram: float,
+    n_dead: int, grad_norm: float, grad_scale: float, code_kkt: float, tol: float,
+    gradient_tol: float,
+) -> SecondOrder:  # fmt: skip
+    """The ``SecondOrder`` of Ritz pairs ``e`` (on the strict supports) and the measures of
+    the point; ``lower`` is the smallest eigenvalue on the ``S⁺`` supports."""
+    return SecondOrder(
+        min_eigenvalue=e.values[0],
+        eigenvalues=e.values,
+        eigenvectors=e.vectors[:, : K * d].reshape(-1, K, d),
+        bias_eigenvectors=e.vectors[:, K * d :],
+        residuals=e.residuals,
+        largest_eigenvalue=e.largest,
+        lower_eigenvalue=lower,
+        regular=n_degenerate == 0 and n_singular == 0,
+        n_degenerate=n_degenerate,
+        n_singular=n_singular,
+        min_gram_eigenvalue=min_gram,
+        n_dead=n_dead,
+        gradient_norm=grad_norm,
+        gradient_scale=grad_scale,
+        code_kkt=code_kkt,
+        steps=e.steps,
+        converged=e.converged,
+        tol=float(tol),
+        gradient_tol=gradient_tol,
+    )
+
+
 def second_order(
     dictionary: Dictionary,
     X: Float[Array, "N d"],
@@ -315,27 +345,11 @@ def second_order(
         lower = _eigs(s.hessian_plus, 1, tol, max_iter, key).values[0]
     K, d = dictionary.atoms.shape
     gtol = _tols(dictionary.dtype)[2] if gradient_tol is None else float(gradient_tol)
-    return SecondOrder(
-        min_eigenvalue=e.values[0],
-        eigenvalues=e.values,
-        eigenvectors=e.vectors[:, : K * d].reshape(-1, K, d),
-        bias_eigenvectors=e.vectors[:, K * d :],
-        residuals=e.residuals,
-        largest_eigenvalue=e.largest,
-        lower_eigenvalue=lower,
-        regular=s.n_degenerate == 0 and s.n_singular == 0,
-        n_degenerate=s.n_degenerate,
-        n_singular=s.n_singular,
-        min_gram_eigenvalue=s.min_gram,
-        n_dead=s.n_dead,
-        gradient_norm=s.grad_norm,
-        gradient_scale=s.grad_scale,
-        code_kkt=s.code_kkt,
-        steps=e.steps,
-        converged=e.converged,
-        tol=float(tol),
-        gradient_tol=gtol,
-    )
+    return certificate(
+        e, lower, K, d, n_degenerate=s.n_degenerate, n_singular=s.n_singular,
+        min_gram=s.min_gram, n_dead=s.n_dead, grad_norm=s.grad_norm, grad_scale=s.grad_scale,
+        code_kkt=s.code_kkt, tol=tol, gradient_tol=gtol,
+    )  # fmt: skip
 
 
 def hessian_operator(

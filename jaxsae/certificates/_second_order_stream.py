@@ -41,7 +41,7 @@ from ..solvers._lasso import sparse_code
 from ._hessian import Tangent, _chunk_gradient, _scatter
 from ._hessian_stream import frozen_chunk
 from ._lanczos import smallest_eigs_host
-from ._second_order import _DEFAULT_CHUNK, SecondOrder, _tols
+from ._second_order import _DEFAULT_CHUNK, SecondOrder, _tols, certificate
 
 
 class _Source(eqx.Module):
@@ -275,28 +275,13 @@ def _certificate(D: Dictionary, src: _Source, lam, top, tols, n_eigs, tol, max_i
         t_plus = Tangent(D.atoms, jnp.asarray(used_plus), D.free_bias)
         H_plus = StreamedHessian(src, D, consts, jnp.asarray(True), grad_plus[0] / N, t_plus, cap)
         lower = _eigs(H_plus, 1, tol, max_iter, key, progress, "Lanczos S⁺").values[0]
-    K = D.n_atoms
-    return SecondOrder(
-        min_eigenvalue=e.values[0],
-        eigenvalues=e.values,
-        eigenvectors=e.vectors[:, : K * d].reshape(-1, K, d),
-        bias_eigenvectors=e.vectors[:, K * d :],
-        residuals=e.residuals,
-        largest_eigenvalue=e.largest,
-        lower_eigenvalue=lower,
-        regular=n_deg == 0 and int(n_singular) == 0,
-        n_degenerate=n_deg,
-        n_singular=int(n_singular),
-        min_gram_eigenvalue=float(1 / ginv_max),
-        n_dead=int(np.sum(mask & ~used)),
-        gradient_norm=float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2))),
-        gradient_scale=float(lam * jnp.max(zsum) / N),
-        code_kkt=float(kkt),
-        steps=e.steps,
-        converged=e.converged,
-        tol=float(tol),
+    return certificate(
+        e, lower, D.n_atoms, d, n_degenerate=n_deg, n_singular=int(n_singular),
+        min_gram=float(1 / ginv_max), n_dead=int(np.sum(mask & ~used)),
+        grad_norm=float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2))),
+        grad_scale=float(lam * jnp.max(zsum) / N), code_kkt=float(kkt), tol=tol,
         gradient_tol=grad_tol,
-    )
+    )  # fmt: skip
 
 
 def second_order_stream(
