@@ -300,7 +300,7 @@ def test_float32_matches_float64(problem):
     assert "first-order stationary" in c32.verdict
 
 
-def test_input_errors(problem):
+def test_input_errors(problem, unchecked):
     X, _, late = problem
     with pytest.raises(ValueError, match="features"):
         jaxsae.certify(late, X[:, :3], LAM)
@@ -310,15 +310,58 @@ def test_input_errors(problem):
         jaxsae.certify(late, X, LAM, chunk_size=0)
 
 
-@pytest.mark.slow
-def test_second_order_is_attached(problem):
-    pytest.importorskip("jaxsae.certificates._second_order")
+def _sections_agree(cert):
+    """The first- and second-order sections of one report use one vocabulary."""
+    so, s = cert.second_order, cert.summary()
+    fo = so.first_order
+    assert fo.n_degenerate == so.n_degenerate == int(s["n_degenerate"])
+    np.testing.assert_allclose(fo.code_kkt, s["code_kkt"], rtol=1e-12)
+    np.testing.assert_allclose(fo.atom_gradient, s["atom_grad_norm_max"], rtol=1e-12)
+    np.testing.assert_allclose(fo.alignment, s["atom_alignment_max"], rtol=1e-12)
+    np.testing.assert_allclose(fo.value, float(cert.stationarity), rtol=1e-12)
+    assert fo.stationary == ("first-order stationary to" in cert.verdict)
+    text = cert.table()
+    for label, value in fo.rows()[:4]:  # the same label shows the same number in both
+        assert text.count(label) == 2 and text.count(value) >= 2, label
+    assert so.verdict in cert.verdict
+    assert "first order only" not in cert.verdict  # the verdict list is built once
+
+
+def test_report_sections_agree_at_an_optimum_and_for_given_codes(problem):
+    """certify(second_order=True) at a stationary point, and with perturbed given codes
+    (KKT violated, degenerate pairs by the shared definition): the two sections never
+    disagree, field by field; at the optimum the second order is a verified minimum."""
     X, _, late = problem
     cert = jaxsae.certify(late, X, LAM, second_order=True)
-    assert cert.second_order is not None
-    assert np.isfinite(float(cert.second_order.min_eigenvalue))
-    assert cert.second_order.verdict in cert.verdict
-    assert "second_order" in cert.to_json()
+    _sections_agree(cert)
+    assert cert.second_order.verified and "strict local minimum (verified" in cert.verdict
+    js = cert.to_json()["second_order"]
+    assert js["verified"] is True and js["lower_bound"] > 0
+    Z = np.asarray(jaxsae.sparse_code(late, X, LAM).codes)
+    Z = np.maximum(Z * (1 + 0.05 * np.random.default_rng(0).standard_normal(Z.shape)), 0)
+    bad = jaxsae.certify(late, X, LAM, codes=Z, second_order=True)
+    _sections_agree(bad)
+    assert not bad.second_order.verified
+    assert "not first-order stationary (code KKT residual" in bad.second_order.verdict
+
+
+def test_cofire_bound_counts_against_numpy(problem):
+    """‖r_n‖ ≥ λ|S|/‖Σ_{k∈S} d_k‖ at KKT codes (§2): no violation at the optimum; given
+    codes that co-fire with too small a residual are counted exactly as numpy counts them."""
+    X, _, late = problem
+    cert = jaxsae.certify(late, X, LAM)
+    assert int(cert.n_cofire_violations) == 0
+    A = np.asarray(late.atoms)
+    Z = np.asarray(jaxsae.sparse_code(late, X, LAM).codes) * 1.3  # overshoot: residuals shrink
+    given = jaxsae.certify(late, X, LAM, codes=Z)
+    R = np.asarray(X) - Z @ A
+    S = Z > 0
+    bound = LAM * S.sum(1) / np.maximum(np.linalg.norm(S @ A, axis=1), 1e-300)
+    want = int(np.sum(S.any(1) & (np.linalg.norm(R, axis=1) < (1 - float(given.tol)) * bound)))
+    assert want > 10 and int(given.n_cofire_violations) == want
+    assert given.summary()["n_cofire_violations"] == want
+    assert f"{want} point(s) violate the co-firing bound" in given.verdict
+    assert "points below the co-firing bound" in given.table()
 
 
 @pytest.mark.slow

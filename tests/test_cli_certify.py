@@ -79,7 +79,7 @@ def _error_line(capsys) -> str:
     return err
 
 
-def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path):
+def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path, unchecked):
     tmp, X, _ = files
     dict_path, data = str(tmp / "dict.safetensors"), str(tmp / "X.npy")
     assert (

@@ -26,9 +26,19 @@ def test_quick_demo_writes_report_with_figures_and_verdicts(tmp_path, capsys):
         png = out / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"({name}.png)" in text
-    assert "first-order stationary to" in text
-    assert "strict local minimum" in text or "saddle" in text
     data = json.loads((out / "report.json").read_text())
+    # The verdicts in the text are the computed ones, not a caption's words.
+    so = data["second_order"]
+    d_verdict = data["dictionary_certificate"]["verdict"]
+    assert d_verdict.splitlines()[1].startswith("first-order stationary to")
+    assert f"second order: {so['verdict']}" in d_verdict and so["verdict"] in text
+    assert "first order only" not in d_verdict  # the second order ran
+    if so["verified"] and so["lower_bound"] > 0:  # the caption says what was proved
+        assert so["verdict"].startswith("strict local minimum (verified")
+        assert min(so["eigenvalues"]) >= so["lower_bound"] > 0
+        assert "strict local minimum" in text.split("(hessian_spectrum.png)")[0].splitlines()[-1]
+    else:
+        assert "strict local minimum (verified" not in text
     # The learned dictionary's certificate is tight; the SAE's is not, and says so.
     d = data["dictionary_certificate"]
     s = data["sae_certificate"]

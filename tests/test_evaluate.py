@@ -192,7 +192,7 @@ def test_explicit_one_device_mesh_and_table(world, sae_ref):
     assert re.search(rf"dense latents \(> 0.5\) +{int(np.sum(rate > 0.5))}$", table)
 
 
-def test_clear_errors(world, dict_ref):
+def test_clear_errors(world, dict_ref, unchecked):
     X = world[0]
     sae, D = _sae(*world[1:]), dict_ref[0]
     with pytest.raises(ValueError, match="9 features|model has 8 features"):

@@ -101,7 +101,7 @@ def test_uneven_chunks_and_callable_source(data, streamed):
     assert len(calls) >= h3.objective.shape[0] + 1
 
 
-def test_clear_errors(data):
+def test_clear_errors(data, unchecked):
     X, Xm, init = data
     with pytest.raises(ValueError, match="one-shot iterator"):
         _learn(iter(np.split(X, SPLITS)), init)

@@ -89,7 +89,7 @@ BAD_X = {
 
 @pytest.mark.parametrize("case", sorted(BAD_X))
 @pytest.mark.parametrize("entry", ["sparse_code", "certify", "second_order"])
-def test_bad_data_is_a_clear_value_error(entry, case):
+def test_bad_data_is_a_clear_value_error(entry, case, unchecked):
     X, message = BAD_X[case]
     with pytest.raises(ValueError, match=message):
         getattr(jaxsae, entry)(_dictionary(), X, LAM)

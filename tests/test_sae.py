@@ -265,7 +265,7 @@ def test_float32_strict_promotion_and_jit(getkey):
     assert Z.dtype == jnp.float32
 
 
-def test_errors_are_clear(getkey):
+def test_errors_are_clear(getkey, unchecked):
     sae = random_sae(getkey(), jaxsae.ReLU())
     with pytest.raises(ValueError, match="one example of shape"):
         sae(jnp.ones((2, 6)))

@@ -13,6 +13,7 @@ import pytest
 
 import jaxsae
 from jaxsae.certificates._second_order import second_order, second_order_dense
+from jaxsae.certificates._verify import proved_lower_bound
 
 D_, K_, N_, LAM = 4, 3, 60, 0.1
 CHUNK = 16  # Lanczos runs stream 4 padded chunks; the dense Hessians use one chunk
@@ -109,7 +110,7 @@ def test_hessian_matches_finite_differences_at_generic_point(free_bias):
     assert np.linalg.norm(gA - np.sum(gA * atoms_n(D), 1, keepdims=True) * atoms_n(D)) > 1e-3
 
 
-def test_optimum_is_strict_local_minimum_and_lanczos_matches_eigh():
+def test_optimum_is_a_verified_strict_local_minimum_and_lanczos_matches_eigh():
     A, X = _problem()
     atoms = _alternating_minimum(A, X)
     D = jaxsae.Dictionary(atoms)
@@ -119,10 +120,21 @@ def test_optimum_is_strict_local_minimum_and_lanczos_matches_eigh():
     ev_fd = np.linalg.eigvalsh(H_fd)
     ev = np.asarray(dense.eigenvalues)
     np.testing.assert_allclose(ev, ev_fd, rtol=1e-5, atol=1e-6 * ev_fd.max())
-    np.testing.assert_allclose(np.asarray(res.eigenvalues), ev[:3], rtol=1e-6)
-    assert res.regular and res.stationary
-    assert float(res.min_eigenvalue) > 0
-    assert res.verdict.startswith("strict local minimum")
+    # the verified path assembles the same matrix: its spectrum is eigh's to rounding
+    assert res.method == "dense" and res.tangent_dimension == K_ * (D_ - 1)
+    np.testing.assert_allclose(np.asarray(res.eigenvalues), ev[:3], rtol=1e-12)
+    np.testing.assert_allclose(res.largest_eigenvalue, ev[-1], rtol=1e-12)
+    assert res.regular and res.stationary and res.verified
+    # the proved bound lies below λ_min of the assembled matrix, within its rounding
+    # margin (~1e-12 here), and agrees with finite differences of the true F to 1e-5
+    assert ev[0] > res.lower_bound > ev[0] - 1e-9 > 0
+    np.testing.assert_allclose(res.lower_bound, ev_fd[0], rtol=1e-5)
+    assert res.verdict.startswith("strict local minimum (verified")
+    # the matrix-free path gives the same eigenvalues and says "estimate"
+    lz = second_order(D, X, LAM, n_eigs=3, key=jax.random.key(3), chunk_size=CHUNK, dense_max=0)
+    assert lz.method == "lanczos" and not lz.verified and lz.lower_bound == -np.inf
+    np.testing.assert_allclose(np.asarray(lz.eigenvalues), ev[:3], rtol=1e-6)
+    assert "an estimate" in lz.verdict and "strict local minimum (" not in lz.verdict
     # at stationarity the curvature term is λ‖z_k‖₁/N: −d_kᵀ∇_kF = λ‖z_k‖₁/N
     Z = np.asarray(jaxsae.sparse_code(D, X, LAM, tol=1e-14).codes)
     radial = -np.sum(np.asarray(dense.operator.grad_atoms) * atoms, axis=1)
@@ -158,9 +170,17 @@ def test_saddle_negative_curvature_lowers_objective():
     atoms, X = _saddle_problem()
     D = jaxsae.Dictionary(atoms)
     res = second_order(D, X, LAM, n_eigs=2, chunk_size=CHUNK)
-    assert res.regular and res.stationary
+    assert res.regular and res.stationary and res.verified
     lmin = float(res.min_eigenvalue)
-    assert lmin < 0 and res.verdict.startswith("saddle")
+    assert lmin < 0 and res.verdict.startswith("saddle (verified")
+    assert res.lower_bound < lmin  # a proved lower bound, negative here
+    # the decrease the verdict states is F's own, re-evaluated here
+    t = res.decrease_step
+    F0, _ = _true_F(atoms, np.zeros(D_), X)
+    At = atoms + t * np.asarray(res.eigenvectors[0])
+    Ft, _ = _true_F(At / np.linalg.norm(At, axis=1, keepdims=True), np.zeros(D_), X)
+    np.testing.assert_allclose(F0 - Ft, res.decrease, rtol=1e-9)
+    assert f"{res.decrease:.3g}" in res.verdict
     ev = np.asarray(second_order_dense(D, X, LAM).eigenvalues)
     np.testing.assert_allclose(np.asarray(res.eigenvalues), ev[:2], rtol=1e-6)
     V = np.asarray(res.eigenvectors[0])
@@ -186,9 +206,52 @@ def test_degenerate_pair_is_reported():
     X[[0, 20]] = [0.0, 0.0, LAM, 0.0]
     res = second_order(D, X, LAM, chunk_size=CHUNK)
     assert not res.regular and res.n_degenerate == 2 and res.stationary
-    assert res.verdict.startswith("not regular: 2 degenerate pairs")
-    assert res.verdict.endswith("→ saddle")  # atom e1 still has negative curvature
+    # atom e1 still has negative curvature: a saddle, proved by F
+    assert res.verdict.startswith("saddle (verified") and res.verified
+    assert "degenerate point (2 degenerate pairs; curvature λ_min ∈ [" in res.verdict
     assert float(res.lower_eigenvalue) <= float(res.min_eigenvalue) + 1e-12
+
+
+def test_strict_local_minimum_at_a_degenerate_point():
+    """Points x = λ d_k have z = 0 and g_k = λ exactly. They add no gradient, and on
+    S⁺ their block vanishes on the tangent space ((I − d_kd_kᵀ)x = 0), so F ≥ F_{S⁺}
+    is still strictly convex: a verified strict local minimum at a degenerate point,
+    with the bracket λ_min ∈ [a, b] equal to the regular problem's λ_min (up to N)."""
+    A, X = _problem()
+    atoms = _alternating_minimum(A, X)
+    D = jaxsae.Dictionary(atoms)
+    regular = second_order(D, X, LAM, chunk_size=CHUNK)
+    Xd = np.concatenate([X, LAM * np.asarray(D.atoms)[[0, 1]]])
+    res = second_order(D, Xd, LAM, chunk_size=CHUNK)
+    assert res.n_degenerate == 2 and not res.regular and res.stationary
+    assert res.verified and res.verdict.startswith("strict local minimum (verified")
+    assert "on S⁺" in res.verdict and "degenerate point (2 degenerate pairs" in res.verdict
+    scale = N_ / (N_ + 2)  # the per-point mean over two more points
+    np.testing.assert_allclose(
+        float(res.lower_eigenvalue), scale * float(regular.min_eigenvalue), rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        float(res.min_eigenvalue), scale * float(regular.min_eigenvalue), rtol=1e-9
+    )
+    assert 0 < res.lower_bound <= float(res.lower_eigenvalue)
+
+
+def test_proved_lower_bound_on_constructed_spectra():
+    """A matrix with λ_min = +1e-9 is proved positive definite only when the margin
+    allows; λ_min = −1e-9 never is; every bound lies below the true λ_min."""
+    rng = np.random.default_rng(5)
+    Q = np.linalg.qr(rng.normal(size=(20, 20)))[0]
+    for lmin in (1e-9, -1e-9, 0.3, -0.3):
+        ev = np.r_[lmin, rng.uniform(0.5, 2.0, 19)]
+        M = (Q * ev) @ Q.T
+        M = 0.5 * (M + M.T)
+        exact = np.linalg.eigvalsh(M)[0]  # λ_min of the stored matrix (±1e-15)
+        free = proved_lower_bound(M, 0.0, exact)
+        assert free < exact
+        assert (free > 0) == (lmin > 0)  # 1e-9 clears the Cholesky margin (~1e-13) ...
+        assert proved_lower_bound(M, 1e-8, exact) < 0 or lmin > 1e-8  # ... but not 1e-8
+        assert proved_lower_bound(M, 1e-8, exact) <= exact - 1e-8
+    assert proved_lower_bound(np.full((3, 3), np.nan), 0.0, 1.0) == -np.inf
 
 
 def test_operator_is_symmetric_and_linear(getkey):
@@ -222,7 +285,7 @@ def test_float32_agrees_with_float64():
     res32 = second_order(D32, np.asarray(X, np.float32), LAM, n_eigs=3)
     assert res32.eigenvalues.dtype == np.float32
     np.testing.assert_allclose(np.asarray(res32.eigenvalues), ev64, rtol=2e-3, atol=1e-4)
-    assert res32.verdict.startswith("strict local minimum")
+    assert res32.verdict.startswith("strict local minimum")  # proved with float32's margin
 
 
 @pytest.mark.slow  # compiles certify's first-order pipeline too

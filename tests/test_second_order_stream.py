@@ -24,6 +24,7 @@ from jaxsae.certificates._second_order_stream import second_order_stream
 
 D_, K_, N_, LAM, CHUNK = 5, 4, 150, 0.1, 32
 KW = dict(n_eigs=2, tol=1e-10, chunk_size=CHUNK, key=jax.random.key(1))
+LANCZOS = dict(KW, dense_max=0)  # the matrix-free path (21 tangent dimensions > 0)
 
 
 def _problem():
@@ -56,12 +57,15 @@ def ref():
 def _assert_same(res, ref_res, dense):
     np.testing.assert_allclose(np.asarray(res.eigenvalues), np.asarray(ref_res.eigenvalues), 1e-8)
     np.testing.assert_allclose(float(res.lower_eigenvalue), float(ref_res.lower_eigenvalue), 1e-8)
-    for f in ("regular", "n_degenerate", "n_singular", "n_dead", "converged"):
+    for f in ("regular", "n_degenerate", "n_singular", "n_dead", "converged", "method"):
         assert getattr(res, f) == getattr(ref_res, f), f
-    np.testing.assert_allclose(res.gradient_norm, ref_res.gradient_norm, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(res.gradient_scale, ref_res.gradient_scale, rtol=1e-12)
+    fo, ref_fo = res.first_order, ref_res.first_order
+    for f in ("atom_gradient", "alignment", "bias_gradient", "objective", "dual_objective"):
+        np.testing.assert_allclose(getattr(fo, f), getattr(ref_fo, f), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(fo.code_kkt, ref_fo.code_kkt, atol=1e-12)
+    assert fo.n_degenerate == ref_fo.n_degenerate == res.n_degenerate
+    np.testing.assert_allclose(res.lower_bound, ref_res.lower_bound, rtol=1e-8)
     np.testing.assert_allclose(res.min_gram_eigenvalue, ref_res.min_gram_eigenvalue, rtol=1e-10)
-    np.testing.assert_allclose(res.code_kkt, ref_res.code_kkt, atol=1e-12)
     np.testing.assert_allclose(res.largest_eigenvalue, ref_res.largest_eigenvalue, rtol=1e-6)
     assert res.verdict == ref_res.verdict
     # each returned pair: H v ≈ θ v for the dense Hessian, v a unit tangent vector, and
@@ -90,11 +94,16 @@ def test_memmap_and_chunk_list_equal_in_memory(ref, tmp_path, monkeypatch):
         raise AssertionError("streamable input went through the in-memory path")
 
     monkeypatch.setattr(_second_order, "_prepare", in_memory)
-    # memmap, codes solved chunk by chunk into a temporary memmap
-    _assert_same(jaxsae.second_order(D, xm, LAM, **KW), res, dense)
-    # ragged list of chunks (re-chunked to 32) with the codes from a memmap
+    # memmap, codes solved chunk by chunk into a temporary memmap (dense, proved path)
+    got = jaxsae.second_order(D, xm, LAM, **KW)
+    assert got.method == "dense" and np.isfinite(got.lower_bound)
+    _assert_same(got, res, dense)
+    # ragged list of chunks (re-chunked to 32) with the codes from a memmap, Lanczos path
     chunks = [X[:7], X[7:90], X[90:]]
-    _assert_same(jaxsae.second_order(D, chunks, LAM, codes=zm, **KW), res, dense)
+    monkeypatch.undo()
+    want = jaxsae.second_order(D, X, LAM, codes=codes, **LANCZOS)
+    monkeypatch.setattr(_second_order, "_prepare", in_memory)
+    _assert_same(jaxsae.second_order(D, chunks, LAM, codes=zm, **LANCZOS), want, dense)
 
 
 def test_degenerate_pairs_from_a_one_shot_iterator(ref, tmp_path, monkeypatch, capsys):
@@ -106,21 +115,21 @@ def test_degenerate_pairs_from_a_one_shot_iterator(ref, tmp_path, monkeypatch, c
     X[[3, 40]] = b + LAM * atoms[[0, 2]]
     codes = _codes(D, X)
     assert np.abs(codes[[3, 40]]).max() < 1e-12
-    want = jaxsae.second_order(D, X, LAM, codes=codes, **KW)
+    want = jaxsae.second_order(D, X, LAM, codes=codes, **LANCZOS)
     assert want.n_degenerate == 2 and not want.regular
     assert float(want.lower_eigenvalue) < float(want.min_eigenvalue) - 1e-6  # really a new operator
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     stream = (X[i : i + 25] for i in range(0, N_, 25))  # read once, so copied to a memmap
-    got = jaxsae.second_order(D, stream, LAM, codes=iter([codes]), progress=True, **KW)
+    got = jaxsae.second_order(D, stream, LAM, codes=iter([codes]), progress=True, **LANCZOS)
     dense = second_order_dense(D, X, LAM, codes=codes, chunk_size=CHUNK)
     _assert_same(got, want, dense)
     assert list(scratch.iterdir()) == []  # temporary data and codes are deleted
     assert "Lanczos" in capsys.readouterr().err
 
 
-def test_clear_errors(ref):
+def test_clear_errors(ref, unchecked):
     D, X, codes, _, _ = ref
     with pytest.raises(ValueError, match="rows of X"):
         second_order_stream(D, [X[:100], X[100:]], LAM, codes=codes[:-1])
@@ -168,7 +177,7 @@ MEMORY_CHILD = textwrap.dedent(
     X = np.load(path, mmap_mode="r")
     rng = np.random.default_rng(1)
     D = jaxsae.Dictionary(rng.normal(size=(K, X.shape[1])).astype(np.float32))
-    kw = dict(chunk_size=chunk, max_iter=2)
+    kw = dict(chunk_size=chunk, max_iter=2, dense_max=0)  # Lanczos: one pass per step
     jaxsae.second_order(D, X[: 10 * chunk + 5], 0.3, **kw)  # compile; allocators settle
     before = hwm()
     res = jaxsae.second_order(D, X, 0.3, **kw)

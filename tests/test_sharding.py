@@ -16,7 +16,7 @@ import pytest
 
 import jaxsae
 from jaxsae._sharding import check_batch_divisible, resolve_data_mesh
-from jaxsae.solvers._active_set import _cholesky_solve_xla
+from jaxsae.solvers._cholesky import cholesky, spd_solve  # private: the CPU-safe Cholesky
 
 
 def _coding_problem(N=203, d=24, K=128, seed=0):
@@ -73,13 +73,19 @@ def test_mesh_arguments_and_batch_errors():
 
 
 def test_xla_cholesky_solve_matches_numpy_and_fails_like_lapack():
+    """The plain-XLA Cholesky every batched solve uses on CPU (solvers/_cholesky.py)."""
     rng = np.random.default_rng(0)
     A = rng.standard_normal((6, 9, 9))
     M = A @ A.transpose(0, 2, 1) + 0.5 * np.eye(9)
     b = rng.standard_normal((6, 9))
-    x = _cholesky_solve_xla(jnp.asarray(M), jnp.asarray(b))
+    x = spd_solve(jnp.asarray(M), jnp.asarray(b))
     np.testing.assert_allclose(np.asarray(x), np.linalg.solve(M, b[..., None])[..., 0], rtol=1e-10)
-    assert np.isnan(np.asarray(_cholesky_solve_xla(-jnp.eye(3), jnp.ones(3)))).all()
+    B = rng.standard_normal((6, 9, 4))  # several right-hand sides
+    np.testing.assert_allclose(np.asarray(spd_solve(jnp.asarray(M), jnp.asarray(B))),
+                               np.linalg.solve(M, B), rtol=1e-10)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(cholesky(jnp.asarray(M))), np.linalg.cholesky(M),
+                               rtol=1e-12, atol=1e-14)  # fmt: skip
+    assert np.isnan(np.asarray(spd_solve(-jnp.eye(3), jnp.ones(3)))).all()
 
 
 CHILD = textwrap.dedent(

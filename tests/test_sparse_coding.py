@@ -208,7 +208,7 @@ def test_implicit_gradients_match_finite_differences(solved):
         (np.ones((2, 5)), np.array([0.1, 0.2]), r"lam must be a scalar.*jax.vmap"),
     ],
 )
-def test_bad_input(solved, X, lam, message):
+def test_bad_input(solved, X, lam, message, unchecked):
     D = solved[0]
     with pytest.raises(ValueError, match=message):
         jaxsae.sparse_code(D, X, lam)

@@ -100,7 +100,7 @@ def test_float32_memmap(data, tmp_path):
     _assert_same(res, ref, atol=2e-5)
 
 
-def test_clear_errors(data, tmp_path):
+def test_clear_errors(data, tmp_path, unchecked):
     X, Xm = data
     with pytest.raises(ValueError, match="random access"):
         jaxsae.sweep(lambda: iter([X]), **KW)

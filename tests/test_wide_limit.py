@@ -116,7 +116,7 @@ def test_float32_and_vmap_over_lam():
     assert float(wl32.value) == pytest.approx(float(wl64.value), rel=1e-5)
 
 
-def test_bad_input_messages():
+def test_bad_input_messages(unchecked):
     X = _data(5)
     with pytest.raises(ValueError, match="shape"):
         jaxsae.wide_limit(X, 0.1, bias=np.zeros(3))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import check_data, check_lam
 from ..models._objective import objective
 from ..models._sae import SAE
@@ -39,7 +40,7 @@ class AmortisationGap(eqx.Module):
 
 def amortisation_gap(
     sae: SAE,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     *,
     tol: float | None = None,

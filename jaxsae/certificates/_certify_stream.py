@@ -22,12 +22,19 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from .._streaming import DEFAULT_CHUNK, data_mesh, iter_chunks, release_freed_memory
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
-from ._first_order import Certificate, _acc_dtype, _assemble, _chunk_stats, default_certify_tol
+from ._first_order import (
+    DEFAULT_SUPPORT_CAP,
+    Certificate,
+    _acc_dtype,
+    _assemble,
+    _chunk_stats,
+    default_certify_tol,
+)
 
 
 @eqx.filter_jit
-def _chunk(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc):
-    return _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given, acc)
+def _chunk(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: int):
+    return _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given, acc, cap)
 
 
 def _put(a, mesh, spec):
@@ -52,6 +59,8 @@ def certify_stream(
     antipodal_cos: float = 0.9,
     mesh=None,
     progress: bool = False,
+    amortise: bool = True,
+    support_cap: int | None = None,
 ) -> Certificate:
     """The first-order certificate of ``certify`` (THEORY (A), (P), (R), (W)) over a stream.
 
@@ -67,6 +76,9 @@ def certify_stream(
         mesh: a 1-d ``"data"`` mesh to shard chunks over (default: all devices when
             there are several; ``False``: the default device only).
         progress: show a progress bar.
+        support_cap: as in ``certify``.
+        amortise: with ``codes``, also solve the optimal codes and report the
+            amortisation gap (default); False uses ``codes`` as the solved codes.
 
     Returns:
         The same :class:`Certificate` as ``certify(dictionary, np.asarray(X), lam)``.
@@ -85,22 +97,28 @@ def certify_stream(
         raise ValueError(f"tol must be > 0, got {tol}.")
     if not 0 <= antipodal_cos <= 1:
         raise ValueError(f"antipodal_cos must lie in [0, 1], got {antipodal_cos}.")
-    codes_given = codes is not None
-    if codes_given and (not hasattr(X, "shape") or np.shape(codes) != (X.shape[0], K)):
+    have_codes = codes is not None
+    codes_given = have_codes and amortise
+    cap = min(K, d, DEFAULT_SUPPORT_CAP) if support_cap is None else min(int(support_cap), K)
+    if cap < 1:
+        raise ValueError(f"support_cap must be a positive integer, got {support_cap}.")
+    n_rows = _shape(X)[0]
+    if have_codes and (n_rows is None or _shape(codes) != (n_rows, K)):
         raise ValueError(
             f"codes must be an (N, K) array with the rows of X (K = {K}); got codes of shape "
-            f"{np.shape(codes)} for data {getattr(X, 'shape', '(a stream)')}. "
-            "Stream codes only together with an array or memmap X."
+            f"{_shape(codes)} for data with {n_rows if n_rows is not None else 'unknown'} "
+            "rows. Stream codes only together with an array, memmap or list of chunks X."
         )
     mesh = data_mesh() if mesh is None else (None if mesh is False else mesh)
     n_dev = 1 if mesh is None else mesh.devices.size
     chunk_size = -(-int(chunk_size) // n_dev) * n_dev
     acc = jnp.dtype(_acc_dtype(dtype))
+    tol_a = jnp.asarray(tol, dtype)  # a value: new tolerances never recompile
     if mesh is not None:
-        dictionary, lam = jax.device_put((dictionary, lam), NamedSharding(mesh, P()))
+        dictionary, lam, tol_a = jax.device_put((dictionary, lam, tol_a), NamedSharding(mesh, P()))
     rows, cols = P("data", None), P("data")
-    codes_iter = _code_chunks(codes, chunk_size, K) if codes_given else None
-    empty = jnp.zeros((0,), dtype)
+    codes_iter = _code_chunks(codes, chunk_size, K) if have_codes else None
+    empty = jnp.zeros((chunk_size, 0), dtype)
     sums = maxes = None
     worst = (np.asarray(-1.0, acc), np.zeros((d,), acc), 0)
     per_point: list[tuple[np.ndarray, ...]] = []
@@ -113,10 +131,10 @@ def certify_stream(
                 "Remove or impute them before certifying."
             )
         w = (np.arange(chunk_size) < n_valid).astype(dtype)
-        Zc = _put(next(codes_iter).astype(dtype), mesh, rows) if codes_given else empty
+        Zc = _put(next(codes_iter).astype(dtype), mesh, rows) if have_codes else empty
         s, m, (rb, rv, ri), pp = _chunk(
-            dictionary, lam, tol, _put(Xc.astype(dtype), mesh, rows), Zc, _put(w, mesh, cols),
-            codes_given, acc,
+            dictionary, lam, tol_a, _put(Xc.astype(dtype), mesh, rows), Zc, _put(w, mesh, cols),
+            codes_given, acc, cap,
         )  # fmt: skip
         if sums is None:
             release_freed_memory()  # the first chunk compiled ``_chunk``
@@ -141,8 +159,17 @@ def certify_stream(
         sums, maxes = jax.tree.map(jnp.asarray, (sums, maxes))
     return _assemble(
         dictionary, lam, tol, float(antipodal_cos), n, sums, maxes, worst, per_point_arrays,
-        codes_given,
+        codes_given, cap,
     )  # fmt: skip
+
+
+def _shape(A) -> tuple:
+    """``(rows, columns)`` of an array, memmap or list of chunks; ``(None,)`` for a stream."""
+    if hasattr(A, "shape"):
+        return tuple(A.shape)
+    if isinstance(A, list | tuple) and A:
+        return (sum(np.shape(c)[0] for c in A), np.shape(A[0])[1])
+    return (None,)
 
 
 def _progress(enabled: bool, total):

@@ -22,15 +22,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Real
 
 from .._streaming import is_streamable
+from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
 from ..solvers._kkt import kkt_from_parts
 from ..solvers._lasso import sparse_code
 from ._report import certificate_summary, certificate_table, certificate_verdict
 from ._shrinkage import shrinkage_component
+from ._stationarity import Stationarity, degenerate_pairs
 from ._wide import wide_bound_terms
 
 
@@ -45,7 +47,8 @@ class Certificate(eqx.Module):
         objective: ``L(D, Z, b)``.
         code_gap: mean duality gap (bounds ``L − min_Z L``); ``code_gap_max``: worst point.
         code_kkt: ``max |min(z_kn, λ − g_kn)|/λ``; ``code_kkt_mean``: its mean.
-        n_degenerate: pairs with ``z_kn ≤ tol·λ`` and ``|λ − g_kn| ≤ tol·λ`` (§1).
+        n_degenerate: pairs with ``z_kn ≤ tol·λ`` and ``|λ − g_kn| ≤ tol·λ`` (§1;
+            ``_stationarity.degenerate_pairs``, the definition ``second_order`` uses).
         amortisation_gap: ``L(D, Z_given) − L(D, Z*)`` (0 when codes were solved);
             the exact gap to ``min_Z L`` lies in ``[amortisation_gap,
             amortisation_gap + amortisation_gap_error]`` (the mean duality gap of ``Z*``).
@@ -59,9 +62,11 @@ class Certificate(eqx.Module):
     Pairs ((P)): pair_violation ``[j, k] = (Σ_{A_j∖A_k} z_jn(λ − g_kn) − λ(1 − d_jᵀd_k)‖z_j‖₁)/N``;
         cofire counts; nested (``A_j ⊆ A_k``, ``j`` live, ``d_j ≠ d_k``); antipodal_cofire
         (``cos < −antipodal_cos`` and co-firing).
-    Residuals ((R)): residual_norm, shrinkage_norm, cofire_bound
-        (``λ|S|/‖Σ_{k∈S} d_k‖``) per point; shrinkage_share (energy share);
-        n_singular (points with singular ``G_S``), n_overflow.
+    Residuals ((R), §2): residual_norm, shrinkage_norm, cofire_bound
+        (``λ|S|/‖Σ_{k∈S} d_k‖``, a lower bound on ``‖r_n‖`` at KKT codes) per point;
+        n_cofire_violations (points with ``‖r_n‖ < (1 − tol)·cofire_bound``: 0 at KKT
+        codes); shrinkage_share (energy share); n_singular (points with singular
+        ``G_S``), n_overflow (points with more active atoms than ``support_cap``).
     Width ((W)): wide_bound ``F_∞``, wide_gap ``L − F_∞``,
         max_residual_norm, worst_point, add_atom (unit direction
         ``r_n/‖r_n‖``), add_atom_gain (``(‖r_n‖ − λ)₊²/(2N)``, a guaranteed decrease).
@@ -93,6 +98,7 @@ class Certificate(eqx.Module):
     residual_norm: Float[Array, " N"]
     shrinkage_norm: Float[Array, " N"]
     cofire_bound: Float[Array, " N"]
+    n_cofire_violations: Array
     shrinkage_share: Float[Array, ""]
     n_singular: Array
     n_overflow: Array
@@ -104,6 +110,7 @@ class Certificate(eqx.Module):
     add_atom_gain: Float[Array, ""]
     free_bias: bool = eqx.field(static=True, default=False)
     codes_given: bool = eqx.field(static=True, default=False)
+    support_cap: int = eqx.field(static=True, default=32)
     second_order: Any = None
 
     @property
@@ -116,6 +123,22 @@ class Certificate(eqx.Module):
         if self.free_bias:
             out = jnp.maximum(out, self.bias_grad_norm / self.lam)
         return out
+
+    def stationarity_measures(self) -> Stationarity:
+        """The numbers of ``_stationarity``'s shared vocabulary, as Python scalars."""
+        s = self.summary()
+        return Stationarity(
+            objective=s["objective"],
+            dual_objective=s["objective"] - s["code_gap"],
+            code_kkt=s["code_kkt"],
+            n_degenerate=int(s["n_degenerate"]),
+            atom_gradient=s["atom_grad_norm_max"],
+            alignment=s["atom_alignment_max"],
+            bias_gradient=s["bias_grad_norm"],
+            free_bias=self.free_bias,
+            lam=s["lam"],
+            tol=s["tol"],
+        )
 
     @property
     def verdict(self) -> str:
@@ -151,12 +174,22 @@ class Certificate(eqx.Module):
         out["nested_pairs"] = self.nested_pairs()
         out["antipodal_cofiring_pairs"] = self.antipodal_pairs()
         if self.second_order is not None:
+            so = self.second_order
             out["second_order"] = {
-                "min_eigenvalue": float(np.asarray(self.second_order.min_eigenvalue)),
-                "regular": bool(np.asarray(self.second_order.regular)),
-                "verdict": self.second_order.verdict,
+                "min_eigenvalue": float(np.asarray(so.min_eigenvalue)),
+                "lower_eigenvalue": float(np.asarray(so.lower_eigenvalue)),
+                "lower_bound": float(so.lower_bound),
+                "verified": bool(so.verified),
+                "method": so.method,
+                "regular": bool(np.asarray(so.regular)),
+                "decrease": float(so.decrease),
+                "verdict": so.verdict,
             }
         return out
+
+    def with_second_order(self, so) -> Certificate:
+        """This certificate with a ``SecondOrder`` attached (its verdict then includes it)."""
+        return eqx.tree_at(lambda c: c.second_order, self, so, is_leaf=lambda x: x is None)
 
 
 DEFAULT_SUPPORT_CAP = 32  # batched Cholesky per point: cost grows as cap³
@@ -169,7 +202,11 @@ def _acc_dtype(dtype):
 
 
 def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: int | None = None):
-    """Per-chunk statistics; ``w`` zeroes padded rows."""
+    """Per-chunk statistics; ``w`` zeroes padded rows.
+
+    ``Zc`` with no columns: the codes are solved here. ``codes_given``: ``Zc`` are
+    codes to judge (an SAE's), compared with solved ones (amortisation gap).
+    Otherwise ``Zc`` are already-solved codes, used as they are."""
     atoms, mask = dictionary.atoms, dictionary.mask
     K, d = atoms.shape
     Yc = Xc - dictionary.bias
@@ -178,6 +215,8 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
         opt = sparse_code(dictionary, Xc, lam).codes  # cold start: SAE codes can be far off
         opt_kkt = kkt_from_parts(opt, (Yc - opt @ atoms) @ atoms.T, Yc - opt @ atoms, lam, mask)
         opt_obj, opt_gap = opt_kkt.primal, opt_kkt.gap * w
+    elif Zc.shape[-1] == K:
+        Zc = jnp.where(mask, Zc, 0)
     else:
         Zc = sparse_code(dictionary, Xc, lam).codes
     Zc = Zc * w[:, None]
@@ -192,8 +231,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
     A = active.astype(acc)
     Zw = jnp.where(mask, Zc, 0).astype(acc)
     slack = jnp.where(mask & ~active, lam - Gc, 0).astype(acc)
-    near_zero = jnp.where(mask, Zc, 0) <= tol * lam
-    degenerate = mask & near_zero & (jnp.abs(lam - Gc) <= tol * lam) & (w[:, None] > 0)
+    degenerate = degenerate_pairs(Zc, Gc, lam, tol, mask) & (w[:, None] > 0)
     cap = min(K, d, DEFAULT_SUPPORT_CAP) if cap is None else min(cap, K)
     shrink, singular, overflow = jax.vmap(shrinkage_component, in_axes=(None, 0, None, None))(
         atoms, jnp.where(mask, Zc, 0), lam, cap
@@ -204,6 +242,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
     n_active = jnp.sum(active, axis=1).astype(atoms.dtype)
     cbound = jnp.where(n_active > 0, lam * n_active / jnp.where(sum_atoms > 0, sum_atoms, 1), 0)
     cbound = jnp.where((n_active > 0) & (sum_atoms == 0), jnp.inf, cbound)
+    cofire_bad = (n_active > 0) & (rnorm < (1 - tol) * cbound) & (w > 0)
     huber = wide_bound_terms(Yc, lam) * w
     sums = {
         "obj": jnp.sum(obj.astype(acc)),
@@ -220,6 +259,7 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
         "plhs": Zw.T @ slack,
         "r2": jnp.sum((rnorm * rnorm).astype(acc)),
         "s2": jnp.sum((snorm * snorm).astype(acc)),
+        "cofire_bad": jnp.sum(cofire_bad),
         "singular": jnp.sum(singular & (n_active > 0)),
         "overflow": jnp.sum(overflow),
         "huber": jnp.sum(huber.astype(acc)),
@@ -231,7 +271,10 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
 
 
 @eqx.filter_jit
-def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap: int):
+def _certify(
+    dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap: int, codes_given: bool
+):
+    """The certificate; ``codes`` are judged (``codes_given``), used as solved, or None."""
     N, d = X.shape
     K = dictionary.n_atoms
     dtype = dictionary.dtype
@@ -240,11 +283,10 @@ def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap
     pad = n_chunks * chunk_size - N
     Xp = jnp.pad(X, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, d)
     wp = jnp.pad(jnp.ones((N,), dtype), (0, pad)).reshape(n_chunks, chunk_size)
-    codes_given = codes is not None
     Zp = (
         jnp.pad(codes, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, K)
-        if codes_given
-        else jnp.zeros((n_chunks, 0), dtype)
+        if codes is not None
+        else jnp.zeros((n_chunks, chunk_size, 0), dtype)
     )
     base = jnp.zeros((), acc)
     shapes = jax.eval_shape(
@@ -275,11 +317,13 @@ def _certify(dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap
     )
     per_point = jax.tree.map(lambda a: a.reshape(-1)[:N], per_point)
     return _assemble(
-        dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given
+        dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given, cap
     )
 
 
-def _assemble(dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given):
+def _assemble(
+    dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given, cap: int
+):
     acc = sums["obj"].dtype
     atoms = dictionary.atoms.astype(acc)
     mask = dictionary.mask
@@ -334,6 +378,7 @@ def _assemble(dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_po
         residual_norm=rnorm,
         shrinkage_norm=snorm,
         cofire_bound=cbound,
+        n_cofire_violations=sums["cofire_bad"],
         shrinkage_share=jnp.where(r2 > 0, sums["s2"] / jnp.where(r2 > 0, r2, 1), 0),
         n_singular=sums["singular"],
         n_overflow=sums["overflow"],
@@ -345,6 +390,7 @@ def _assemble(dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_po
         add_atom_gain=gain,
         free_bias=dictionary.free_bias,
         codes_given=codes_given,
+        support_cap=int(cap),
     )
 
 
@@ -359,10 +405,10 @@ def default_certify_tol(dtype) -> float:
 
 def certify(
     dictionary: Dictionary,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"] | Chunks,
     lam,
     *,
-    codes: Float[Array, "N K"] | None = None,
+    codes: Real[ArrayLike, "N K"] | Chunks | None = None,
     chunk_size: int | None = None,
     tol: float | None = None,
     antipodal_cos: float = 0.9,
@@ -404,7 +450,7 @@ def certify(
     """
     if is_streamable(X):  # memmap / chunk iterable: bounded memory
         return _certify_streamed(
-            dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order
+            dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order, support_cap
         )
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
@@ -431,16 +477,41 @@ def certify(
     )
     if cap < 1:
         raise ValueError(f"support_cap must be a positive integer, got {support_cap}.")
-    cert = _certify(dictionary, X, lam, codes, tol, float(antipodal_cos), chunk, min(cap, K))
+    given = codes is not None
+    if second_order and not given:  # one solve serves both certificates
+        codes = sparse_code(dictionary, X, lam, chunk_size=chunk_size).codes
+    dt = dictionary.dtype
+    cert = _certify(
+        dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(antipodal_cos, dt), chunk,
+        min(cap, K), given,
+    )  # fmt: skip
     if second_order:
         from ._second_order import second_order as run_second_order
 
-        so = run_second_order(dictionary, X, lam, codes=codes, chunk_size=chunk_size)
-        cert = eqx.tree_at(lambda c: c.second_order, cert, so, is_leaf=lambda x: x is None)
+        so = run_second_order(
+            dictionary, X, lam, codes=codes, chunk_size=chunk_size, first_order_tol=tol,
+            _first=cert.stationarity_measures(),
+        )  # fmt: skip
+        cert = cert.with_second_order(so)
     return cert
 
 
-def _certify_streamed(dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order):
+def first_order_measures(dictionary: Dictionary, X, lam, codes, tol: float, chunk_size=None):
+    """``Stationarity`` of ``codes`` (used as they are) for an in-memory ``X``: the
+    numbers ``certify`` reports, for ``second_order``'s verdict."""
+    N, K, d = X.shape[0], dictionary.n_atoms, dictionary.n_features
+    chunk = N if chunk_size is None else min(int(chunk_size), N)
+    cap = min(K, d, DEFAULT_SUPPORT_CAP)
+    dt = dictionary.dtype
+    cert = _certify(
+        dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(0.9, dt), chunk, cap, False
+    )
+    return cert.stationarity_measures()
+
+
+def _certify_streamed(
+    dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order, support_cap
+):
     """``certify`` on a memmap or chunks: one streamed pass, then (optionally) §4 streamed."""
     from ._certify_stream import certify_stream
 
@@ -452,11 +523,15 @@ def _certify_streamed(dictionary, X, lam, codes, chunk_size, tol, antipodal_cos,
         )
     kw = {} if chunk_size is None else {"chunk_size": chunk_size}
     cert = certify_stream(
-        dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos, **kw
-    )
+        dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos,
+        support_cap=support_cap, **kw,
+    )  # fmt: skip
     if second_order:
         from ._second_order_stream import second_order_stream
 
-        so = second_order_stream(dictionary, X, lam, codes=codes, **kw)
-        cert = eqx.tree_at(lambda c: c.second_order, cert, so, is_leaf=lambda x: x is None)
+        so = second_order_stream(
+            dictionary, X, lam, codes=codes, first_order_tol=float(cert.tol),
+            _first=cert.stationarity_measures() if codes is not None else None, **kw,
+        )  # fmt: skip
+        cert = cert.with_second_order(so)
     return cert

@@ -24,11 +24,11 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 import lineax as lx
 from jaxtyping import Array, Bool, Float, Int
 
 from ..models._dictionary import Dictionary
+from ..solvers._cholesky import spd_solve
 
 
 class FrozenSupport(eqx.Module):
@@ -68,7 +68,7 @@ def _support_inverse(G, z, support, cap: int):
     active = top > 0
     a = active.astype(G.dtype)
     M = G[idx][:, idx] * a[:, None] * a[None, :] + jnp.diag(1 - a)
-    inv = jsl.cho_solve(jsl.cho_factor(M, lower=True), jnp.eye(cap, dtype=G.dtype))
+    inv = spd_solve(M, jnp.eye(cap, dtype=G.dtype))
     return idx, active, inv * a[:, None] * a[None, :]
 
 
@@ -124,6 +124,26 @@ def _chunk_gradient(atoms, bias, lam, X, w, z0, idx, Ginv):
     outer = ((w[:, None] * z)[..., None] * R[:, None, :]).reshape(-1, d)
     gA = jax.ops.segment_sum(outer, idx.reshape(-1), num_segments=K)
     return -gA, -(w @ R)
+
+
+def rounding_terms(atoms, bias, X, w, z0, idx, active, Ginv, n_total):
+    """``Σ_n A_n (N + 4(|S|_max + d) + 4κ_n)`` over a chunk: the scale of the rounding
+    error of the assembled Hessian (``_second_order``, THEORY §4).
+
+    Each point's block of the reduced Hessian, ``min_ż ‖Ξz + Dż‖² − 2rᵀΞż``, has
+    operator norm at most ``A_n = ‖z_n‖² + ‖G⁻¹‖(√|S|(‖z_n‖ + 1) + ‖r_n‖)² + 1`` (the
+    ``+1`` terms cover the bias directions), and it is formed from sums of length
+    ``≤ N + 4(cap + d)`` and a Gram inverse of condition ``κ_n ≤ |S|·‖G⁻¹‖_F``; so
+    ``u·Σ_n A_n(N + 4(cap + d) + 4κ_n)/N`` bounds its rounding to first order in ``u``.
+    """
+    cap, d = idx.shape[1], atoms.shape[1]
+    Ac = atoms[idx]
+    R = X - bias - jnp.einsum("mc,mcd->md", z0, Ac)
+    g = jnp.linalg.norm(Ginv, axis=(-2, -1))
+    size = jnp.sum(active, axis=1).astype(X.dtype)
+    zn = jnp.linalg.norm(z0, axis=1)
+    A = zn**2 + g * (jnp.sqrt(size) * (zn + 1) + jnp.linalg.norm(R, axis=1)) ** 2 + 1
+    return jnp.sum(w * A * (n_total + 4 * (cap + d) + 4 * size * g))
 
 
 def frozen_gradient(fs: FrozenSupport, atoms, bias, lam):

@@ -46,6 +46,7 @@ def certificate_summary(cert) -> dict[str, float]:
         "pair_violation_max": float(np.abs(np.asarray(cert.pair_violation)).max()),
         "n_nested_pairs": float(np.asarray(cert.nested).sum()),
         "n_antipodal_cofiring_pairs": float(np.triu(np.asarray(cert.antipodal_cofire), 1).sum()),
+        "n_cofire_violations": _f(cert.n_cofire_violations),
         "shrinkage_share": _f(cert.shrinkage_share),
         "n_singular": _f(cert.n_singular),
         "n_overflow": _f(cert.n_overflow),
@@ -99,9 +100,14 @@ def certificate_verdict(cert) -> str:
         lines.append(f"pairwise identity (P) holds to {s['pair_violation_max']:.1e}")
     if s["n_antipodal_cofiring_pairs"]:
         lines.append(f"{int(s['n_antipodal_cofiring_pairs'])} antipodal pair(s) co-fire (§2)")
+    if s["n_cofire_violations"]:
+        lines.append(
+            f"{int(s['n_cofire_violations'])} point(s) violate the co-firing bound "
+            "‖r_n‖ ≥ λ|S|/‖Σ_{k∈S} d_k‖ (§2): their codes are not optimal"
+        )
     if s["n_degenerate"]:
         lines.append(
-            f"{int(s['n_degenerate'])} degenerate (z = 0, g = λ) pair(s): not a regular point"
+            f"{int(s['n_degenerate'])} degenerate (z ≈ 0, g ≈ λ) pair(s): not a regular point"
         )
     lam = s["lam"]
     if stationary and s["max_residual_norm"] <= lam * (1 + s["tol"]):
@@ -115,44 +121,54 @@ def certificate_verdict(cert) -> str:
             f"{int(s['worst_point'])}; adding atom r_n/‖r_n‖ lowers L by ≥ {s['add_atom_gain']:.3g}; "
             f"L − F_∞ = {s['wide_gap']:.4g}"
         )
-    if stationary:
-        lines.append("(first order only: a local minimum needs the second-order certificate)")
     if cert.second_order is not None:
         lines.append(f"second order: {cert.second_order.verdict}")
+    elif stationary:
+        lines.append("(first order only: a local minimum needs the second-order certificate)")
     return "\n".join(lines)
 
 
 def certificate_table(cert) -> str:
     s = certificate_summary(cert)
+    cap = _support_cap(cert)
     rows = [
         ("objective L (§0, per-point mean)", f"{s['objective']:.10g}"),
-        ("duality gap mean / max (§1)", f"{s['code_gap']:.2e} / {s['code_gap_max']:.2e}"),
-        ("KKT residual max / mean (/λ)", f"{s['code_kkt']:.2e} / {s['code_kkt_mean']:.2e}"),
-        ("degenerate pairs (z=0, g=λ)", f"{int(s['n_degenerate'])}"),
+        (
+            "code duality gap, mean / max over points (§1)",
+            f"{s['code_gap']:.2e} / {s['code_gap_max']:.2e}",
+        ),
+        ("code KKT residual max (/λ)", f"{s['code_kkt']:.2e}"),
+        ("code KKT residual mean over entries (/λ)", f"{s['code_kkt_mean']:.2e}"),
+        ("degenerate pairs (z ≈ 0, g ≈ λ, tol·λ)", f"{int(s['n_degenerate'])}"),
     ]
     if cert.codes_given:
-        rows.append(("amortisation gap L(Z) − L(Z*)", f"{s['amortisation_gap']:.4e}"))
+        rows.append(("amortisation gap L(Z_given) − L(Z*)", f"{s['amortisation_gap']:.4e}"))
     rows += [
-        ("atoms live / dead", f"{int(s['n_live'])} / {int(s['n_dead'])}"),
-        ("mean L0", f"{s['mean_l0']:.3f}"),
-        ("max alignment error (A)", f"{s['atom_alignment_max']:.2e}"),
-        ("max Riemannian gradient norm", f"{s['atom_grad_norm_max']:.2e}"),
+        ("atoms live / dead (fire on no point)", f"{int(s['n_live'])} / {int(s['n_dead'])}"),
+        ("mean L0 (active atoms per point)", f"{s['mean_l0']:.3f}"),
+        ("max alignment error (A), live atoms", f"{s['atom_alignment_max']:.2e}"),
+        ("max_k ‖grad_k L‖ (Riemannian, per atom)", f"{s['atom_grad_norm_max']:.2e}"),
         (
-            "bias gradient norm" + ("" if cert.free_bias else " (bias fixed)"),
+            "bias gradient ‖Σ r_n‖/N" + ("" if cert.free_bias else " (bias fixed, not judged)"),
             f"{s['bias_grad_norm']:.2e}",
         ),
-        ("max |(P) violation|", f"{s['pair_violation_max']:.2e}"),
+        ("max |(P) violation| over atom pairs", f"{s['pair_violation_max']:.2e}"),
         (
-            "nested pairs / co-firing antipodal",
+            "nested pairs A_j ⊆ A_k / co-firing antipodal pairs",
             f"{int(s['n_nested_pairs'])} / {int(s['n_antipodal_cofiring_pairs'])}",
         ),
+        ("points below the co-firing bound (§2; 0 if optimal)", f"{int(s['n_cofire_violations'])}"),
         ("shrinkage share of residual energy (R)", f"{s['shrinkage_share']:.4f}"),
+        ("points whose active Gram G_S is singular", f"{int(s['n_singular'])}"),
         (
-            "points with singular G_S / |S| > cap",
-            f"{int(s['n_singular'])} / {int(s['n_overflow'])}",
+            f"points with more than {cap} active atoms ((R) uses their {cap} largest codes)",
+            f"{int(s['n_overflow'])}",
         ),
-        ("wide bound F_∞ (W) / L − F_∞", f"{s['wide_bound']:.10g} / {s['wide_gap']:.4e}"),
-        ("max‖r_n‖ vs λ", f"{s['max_residual_norm']:.4g} vs {s['lam']:g}"),
+        ("wide-limit bound F_∞ (W) / gap L − F_∞", f"{s['wide_bound']:.10g} / {s['wide_gap']:.4e}"),
+        (
+            "max_n ‖r_n‖ vs λ (W: ≤ λ is optimal over all widths)",
+            f"{s['max_residual_norm']:.4g} vs {s['lam']:g}",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     out = ["First-order certificate", "-" * (width + 26)]
@@ -166,6 +182,10 @@ def certificate_table(cert) -> str:
     if cert.second_order is not None:
         out += ["", cert.second_order.table()]
     return "\n".join(out)
+
+
+def _support_cap(cert) -> int:
+    return int(cert.support_cap)
 
 
 def _atom_table(cert, limit: int = 20) -> str:

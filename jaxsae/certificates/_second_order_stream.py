@@ -38,10 +38,24 @@ from .._validate import check_lam
 from ..io._atomic import atomic_path
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
-from ._hessian import Tangent, _chunk_gradient, _scatter
+from ._certify_stream import certify_stream
+from ._descent import proved_decrease
+from ._first_order import default_certify_tol
+from ._hessian import Tangent, _chunk_gradient, rounding_terms
 from ._hessian_stream import frozen_chunk
 from ._lanczos import smallest_eigs_host
-from ._second_order import _DEFAULT_CHUNK, SecondOrder, _tols, certificate
+from ._second_order import (
+    _DEFAULT_CHUNK,
+    DENSE_MAX,
+    Prepared,
+    SecondOrder,
+    build,
+    dense_spectrum,
+    gram_tol,
+    hvp_batch,
+    wants_descent_check,
+)
+from ._stationarity import Stationarity, degenerate_pairs, strict_support
 
 
 class _Source(eqx.Module):
@@ -77,17 +91,17 @@ class _Source(eqx.Module):
         return out
 
 
-def _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d: int):
-    """Masked codes and the strict / degenerate pairs of a chunk (real rows only)."""
+def _supports(XZ, valid, atoms, bias, mask, lam, tol, d: int):
+    """Masked codes and the strict / degenerate pairs of a chunk (``_stationarity``)."""
     Xc, Zc = XZ[:, :d], jnp.where(mask, XZ[:, d:], 0)
     g = (Xc - bias - Zc @ atoms) @ atoms.T
-    strong = (Zc > thr) & valid[:, None]
-    weak = mask & ~strong & (g >= lam * lo) & valid[:, None]
+    strong = strict_support(Zc, lam, tol, mask) & valid[:, None]
+    weak = degenerate_pairs(Zc, g, lam, tol, mask) & ~strong & valid[:, None]
     return Xc, Zc, strong, weak
 
 
-def _count_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
-    _, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+def _count_chunk(XZ, valid, atoms, bias, mask, lam, tol, *, d: int):
+    _, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, tol, d)
     plus = strong | weak
     sizes = (
         jnp.zeros(atoms.shape[0] + 1, jnp.int32)
@@ -95,28 +109,27 @@ def _count_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, *, d: int):
         .add(valid.astype(jnp.int32))
     )
     ints = (jnp.sum(weak, dtype=jnp.int32), sizes)
-    return ints, jnp.sum(strong, axis=0), jnp.sum(plus, axis=0), jnp.sum(Zc, axis=0)
+    return ints, jnp.sum(strong, axis=0), jnp.sum(plus, axis=0)
 
 
-def _prepare_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, gtol, *, d: int, cap: int):
-    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+def _prepare_chunk(XZ, valid, atoms, bias, mask, lam, tol, gtol, n_total, *, d: int, cap: int):
+    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, tol, d)
     w = valid.astype(Xc.dtype)
-    i, _, G, z = frozen_chunk(Xc, Zc, strong | weak, atoms, bias, lam, cap)
+    i, a, G, z = frozen_chunk(Xc, Zc, strong | weak, atoms, bias, lam, cap)
     grad_plus = _chunk_gradient(atoms, bias, lam, Xc, w, z, i, G)
-    idx, _, Ginv, z0 = frozen_chunk(Xc, Zc, strong, atoms, bias, lam, cap)
+    round_plus = rounding_terms(atoms, bias, Xc, w, z, i, a, G, n_total)
+    idx, active, Ginv, z0 = frozen_chunk(Xc, Zc, strong, atoms, bias, lam, cap)
     grads = (_chunk_gradient(atoms, bias, lam, Xc, w, z0, idx, Ginv), grad_plus)
+    rounding = (rounding_terms(atoms, bias, Xc, w, z0, idx, active, Ginv, n_total), round_plus)
     ginv = jnp.linalg.norm(Ginv, axis=(-2, -1))
     singular = valid & ~((ginv * gtol < 1) & jnp.isfinite(ginv))
-    Zp = _scatter(idx, z0, atoms.shape[0])
-    gp = (Xc - bias - Zp @ atoms) @ atoms.T
-    kkt = jnp.where(mask & valid[:, None], jnp.abs(jnp.minimum(Zp, lam - gp)), 0)
-    sums = (grads, jnp.sum(singular, dtype=jnp.int32))
-    return sums, (jnp.max(jnp.where(valid, ginv, 0)), jnp.max(kkt) / lam)
+    sums = (grads, jnp.sum(singular, dtype=jnp.int32), rounding)
+    return sums, jnp.max(jnp.where(valid, ginv, 0))
 
 
-def _hvp_chunk(XZ, valid, atoms, bias, mask, lam, thr, lo, plus, Xi, bdot, *, d: int, cap: int):
+def _hvp_chunk(XZ, valid, atoms, bias, mask, lam, tol, plus, Xi, bdot, *, d: int, cap: int):
     """``Σ_chunk ∇²F[Ξ_p, ḃ_p]`` for a batch of directions ``p`` (Grams factorised once)."""
-    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, thr, lo, d)
+    Xc, Zc, strong, weak = _supports(XZ, valid, atoms, bias, mask, lam, tol, d)
     w = valid.astype(Xc.dtype)
     idx, _, Ginv, z0 = frozen_chunk(Xc, Zc, strong | (weak & plus), atoms, bias, lam, cap)
     _, lin = jax.linearize(
@@ -150,7 +163,7 @@ class StreamedHessian(eqx.Module):
 
     source: _Source
     dictionary: Dictionary
-    consts: tuple  # (lam, threshold, 1 − degenerate_tol), device scalars
+    consts: tuple  # (lam, first-order tol), device scalars
     plus: jax.Array
     grad_atoms: jax.Array
     tangent: Tangent
@@ -202,9 +215,9 @@ def _reusable(A, width: int, dtype, path: Path, name: str):
 
 
 def _solve_codes(dictionary: Dictionary, X, lam, N: int, chunk: int, path: Path, progress):
-    """Certified codes (THEORY §1), chunk by chunk, into a memmap; and ``max Z``."""
+    """Certified codes (THEORY §1), chunk by chunk, into a memmap."""
     d, K, dtype = dictionary.n_features, dictionary.n_atoms, dictionary.dtype
-    top, done = 0.0, 0
+    done = 0
     # appended with plain writes: pages of a writable map would stay in the resident set
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         bar = _bar(progress, N)
@@ -216,20 +229,12 @@ def _solve_codes(dictionary: Dictionary, X, lam, N: int, chunk: int, path: Path,
                 )
             Zc = np.asarray(sparse_code(dictionary, Xc.astype(dtype), lam).codes)[:n]
             fh.write(np.ascontiguousarray(Zc, dtype).tobytes())
-            top = max(top, float(np.max(np.where(dictionary.mask, np.abs(Zc), 0))))
             done += n
             if bar is not None:
                 bar.update(n)
         if bar is not None:
             bar.close()
-    return np.memmap(path, dtype, "r", shape=(N, K)), top
-
-
-def _max_code(codes, mask, chunk: int, K: int) -> float:
-    top = 0.0
-    for Zc, n in iter_chunks(codes, chunk, K):
-        top = max(top, float(np.max(np.where(mask, np.abs(Zc[:n]), 0))))
-    return top
+    return np.memmap(path, dtype, "r", shape=(N, K))
 
 
 def _bar(enabled: bool, total):
@@ -249,38 +254,70 @@ def _eigs(H: StreamedHessian, n_eigs, tol, max_iter, key, progress, desc):
     )  # fmt: skip
 
 
-def _certificate(D: Dictionary, src: _Source, lam, top, tols, n_eigs, tol, max_iter, key, progress):
+def _prepare(D: Dictionary, src: _Source, lam, ftol: float, progress):
+    """Supports, gradients, Gram conditioning and rounding scales in two passes."""
     dtype, d, N = D.dtype, D.n_features, src.n_points
-    dtol, gtol, grad_tol = tols
     mask = np.asarray(D.mask)
-    consts = (lam, dtol * jnp.asarray(top, dtype), jnp.asarray(1 - dtol, dtype))
+    consts = (lam, jnp.asarray(ftol, dtype))
     base = (D.atoms, D.bias, D.mask, *consts)
-    (n_deg, sizes), used, used_plus, zsum = src.reduce(
+    (n_deg, sizes), used, used_plus = src.reduce(
         _fn(_count_chunk, d=d), D, base, progress=progress, desc="supports"
     )
     n_deg, cap = int(n_deg), max(1, int(np.nonzero(np.asarray(sizes))[0].max()))
     used, used_plus = mask & (np.asarray(used) > 0), mask & (np.asarray(used_plus) > 0)
     if not used.any() and not D.free_bias:
         raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
-    ((grad, grad_plus), n_singular), (ginv_max, kkt) = src.reduce(
-        _fn(_prepare_chunk, d=d, cap=cap), D, (*base, jnp.asarray(gtol, dtype)), _add_max, progress,
-        "Grams",
+    args = (*base, jnp.asarray(gram_tol(dtype), dtype), jnp.asarray(N, dtype))
+    ((grad, grad_plus), n_singular, rounding), ginv_max = src.reduce(
+        _fn(_prepare_chunk, d=d, cap=cap), D, args, _add_max, progress, "Grams"
+    )
+    radial = float(jnp.max(jnp.abs(jnp.sum(D.atoms * grad[0], axis=1))) / N)
+    prep = Prepared(
+        n_deg, int(n_singular), float(1 / ginv_max), int(np.sum(mask & ~used)), int(used.sum()),
+        float(rounding[0]), float(rounding[1]), radial,
     )  # fmt: skip
-    tangent = Tangent(D.atoms, jnp.asarray(used), D.free_bias)
-    gA, gb = tangent.project(grad[0] / N, grad[1] / N)
-    H = StreamedHessian(src, D, consts, jnp.asarray(False), grad[0] / N, tangent, cap)
-    e = _eigs(H, n_eigs, tol, max_iter, key, progress, "Lanczos (a data pass per step)")
-    lower = e.values[0]
-    if n_deg:  # one-sided bound: degenerate pairs added to the supports (§4)
+    H = StreamedHessian(
+        src, D, consts, jnp.asarray(False), grad[0] / N, Tangent(D.atoms, jnp.asarray(used), D.free_bias), cap
+    )  # fmt: skip
+    H_plus = H
+    if n_deg:
         t_plus = Tangent(D.atoms, jnp.asarray(used_plus), D.free_bias)
         H_plus = StreamedHessian(src, D, consts, jnp.asarray(True), grad_plus[0] / N, t_plus, cap)
-        lower = _eigs(H_plus, 1, tol, max_iter, key, progress, "Lanczos S⁺").values[0]
-    return certificate(
-        e, lower, D.n_atoms, d, n_degenerate=n_deg, n_singular=int(n_singular),
-        min_gram=float(1 / ginv_max), n_dead=int(np.sum(mask & ~used)),
-        grad_norm=float(jnp.sqrt(jnp.sum(gA**2) + jnp.sum(gb**2))),
-        grad_scale=float(lam * jnp.max(zsum) / N), code_kkt=float(kkt), tol=tol,
-        gradient_tol=grad_tol,
+    return prep, H, H_plus
+
+
+def _certificate(D: Dictionary, src: _Source, lam, first: Stationarity, n_eigs, tol, max_iter,
+                 key, dense_max: int, progress) -> SecondOrder:  # fmt: skip
+    K, d, N = D.n_atoms, D.n_features, src.n_points
+    prep, H, H_plus = _prepare(D, src, lam, first.tol, progress)
+    dim = int(H.tangent.dimension())
+    if dim <= dense_max:
+        batch = hvp_batch(src.chunk_size, H.cap, d)
+
+        def spectrum(H, k, rounding):
+            basis = np.asarray(H.tangent.basis(int(jnp.sum(H.tangent.space))))
+            return dense_spectrum(H.flat_mvs, basis, k, N, rounding, prep.radial, D.dtype, batch)
+
+        e, lower, error = spectrum(H, n_eigs, prep.rounding)
+        e_plus = e
+        if H_plus is not H:
+            e_plus, lower, error = spectrum(H_plus, 1, prep.rounding_plus)
+        method = "dense"
+    else:
+        e = _eigs(H, n_eigs, tol, max_iter, key, progress, "Lanczos (a data pass per step)")
+        e_plus = e
+        if H_plus is not H:  # one-sided bound: degenerate pairs added to the supports (§4)
+            e_plus = _eigs(H_plus, 1, tol, max_iter, key, progress, "Lanczos S⁺")
+        lower, error, method = -np.inf, np.nan, "lanczos"
+    decrease = (np.nan, np.nan)
+    if wants_descent_check(e, first, prep, lower):
+        vec = np.asarray(e.vectors[0])
+        decrease = proved_decrease(
+            D, src.X, lam, vec[: K * d].reshape(K, d), vec[K * d :], src.chunk_size
+        )
+    return build(
+        e, e_plus, lower, error, prep, first, K, d, method=method, dimension=dim,
+        dense_max=dense_max, tol=tol, decrease=decrease,
     )  # fmt: skip
 
 
@@ -295,31 +332,32 @@ def second_order_stream(
     tol: float = 1e-4,
     max_iter: int = 400,
     key=None,
-    degenerate_tol: float | None = None,
-    gram_tol: float | None = None,
-    gradient_tol: float | None = None,
+    first_order_tol: float | None = None,
+    dense_max: int = DENSE_MAX,
     mesh=None,
     progress: bool = False,
+    _first: Stationarity | None = None,
 ) -> SecondOrder:
     """``second_order`` (THEORY §4) with memory bounded by the chunk size, not by N.
 
-    The same certificate, the same ``SecondOrder`` result (``lower_eigenvalue``
-    included: a second Lanczos on the ``S⁺`` supports when there are degenerate
-    pairs), but the data and codes are read chunk by chunk on every pass:
-    three preparation passes, then one pass per Lanczos step.
+    The same certificate, the same ``SecondOrder`` result (the proof up to
+    ``dense_max`` tangent dimensions, the ``S⁺`` spectrum at degenerate points, the
+    evaluation of ``F`` along a negative eigenvector), but the data and codes are
+    read chunk by chunk on every pass: a first-order pass, two preparation passes,
+    then one pass per batch of Hessian-vector products (dense) or per Lanczos step.
     ``jaxsae.second_order`` calls this for a memmap, a list of chunks or an iterator.
 
     Args:
-        dictionary, lam, n_eigs, tol, max_iter, key, degenerate_tol, gram_tol,
-            gradient_tol: as in ``second_order``.
+        dictionary, lam, n_eigs, tol, max_iter, key, first_order_tol, dense_max: as in
+            ``second_order``.
         X: data ``(N, d)`` as a ``numpy.memmap`` (``np.load(path, mmap_mode="r")``),
             an array, a list of ``(n_i, d)`` chunks, or a one-shot iterator of chunks
-            (copied to a temporary memmap first: Lanczos reads the data many times).
+            (copied to a temporary memmap first: the data is read many times).
         codes: optimal codes ``(N, K)`` (array, memmap, chunks) with the rows of X;
             default: ``sparse_code`` chunk by chunk into a temporary memmap.
         chunk_size: points per chunk (default 4096); peak memory grows with it.
         mesh: a 1-d ``"data"`` mesh to shard chunks over (default: all devices).
-        progress: tqdm bars over the preparation passes and the Lanczos steps.
+        progress: tqdm bars over the passes and the Lanczos steps.
 
     Example:
         >>> X = np.load("acts.npy", mmap_mode="r")
@@ -335,25 +373,27 @@ def second_order_stream(
     dtype, d, K = dictionary.dtype, dictionary.n_features, dictionary.n_atoms
     lam = check_lam(lam, dtype)
     key = jax.random.key(0) if key is None else key
-    dtol, gtol, grad_tol = _tols(dtype)
-    tols = (
-        dtol if degenerate_tol is None else float(degenerate_tol),
-        gtol if gram_tol is None else float(gram_tol),
-        grad_tol if gradient_tol is None else float(gradient_tol),
-    )
+    ftol = float(default_certify_tol(dtype) if first_order_tol is None else first_order_tol)
     with tempfile.TemporaryDirectory(prefix="jaxsae-second-order-") as tmp:
         X = _reusable(X, d, dtype, Path(tmp) / "X.bin", "X")
         N = _n_rows(X, d, "X")
         if N == 0:
             raise ValueError("the data is empty (0 points). Pass at least one data point.")
         if codes is None:
-            Z, top = _solve_codes(dictionary, X, lam, N, chunk, Path(tmp) / "Z.bin", progress)
+            Z = _solve_codes(dictionary, X, lam, N, chunk, Path(tmp) / "Z.bin", progress)
         else:
             Z = _reusable(codes, K, dtype, Path(tmp) / "Z.bin", "codes")
             if (n := _n_rows(Z, K, "codes")) != N:
                 raise ValueError(
                     f"codes must have the rows of X: (N, K) = ({N}, {K}), got {n} rows."
                 )
-            top = _max_code(Z, np.asarray(dictionary.mask), chunk, K)
+        first = _first
+        if first is None:
+            first = certify_stream(
+                dictionary, X, lam, codes=Z, chunk_size=chunk, tol=ftol, mesh=mesh,
+                progress=progress, amortise=False,
+            ).stationarity_measures()  # fmt: skip
         src = _Source(X, Z, N, chunk, mesh)
-        return _certificate(dictionary, src, lam, top, tols, n_eigs, tol, max_iter, key, progress)
+        return _certificate(
+            dictionary, src, lam, first, n_eigs, tol, max_iter, key, int(dense_max), progress
+        )

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
+
+from .._typing import ArrayLike
+from ..solvers._cholesky import cho_solve, cholesky
 
 
 def shrinkage_component(
-    atoms: Float[Array, "K d"], z: Float[Array, " K"], lam, cap: int
+    atoms: Real[ArrayLike, "K d"], z: Real[ArrayLike, " K"], lam, cap: int
 ) -> tuple[Float[Array, " d"], Array, Array]:
     """``s = λ D_S G_S⁺ 1`` for one point with active set ``S = {k : z_k > 0}`` (R).
 
@@ -32,9 +35,9 @@ def shrinkage_component(
     Gm = jnp.where(both, Dc @ Dc.T, jnp.eye(cap, dtype=Dc.dtype)) + 10 * cap * eps * jnp.eye(
         cap, dtype=Dc.dtype
     )
-    L = jnp.linalg.cholesky(Gm)  # far cheaper than eigh on CPU (batched small solves)
+    L = cholesky(Gm)  # far cheaper than eigh on CPU (batched small solves)
     rhs = jnp.where(active, lam, 0).astype(Dc.dtype)
-    w = jax.scipy.linalg.cho_solve((L, True), rhs)
+    w = cho_solve(L, rhs)
     # min pivot² ≥ λ_min(G_S): a small pivot proves a (numerically) singular G_S.
     singular = jnp.min(jnp.diagonal(L) ** 2) <= jnp.sqrt(eps)
     overflow = jnp.sum(z > 0) > jnp.sum(active)

@@ -17,8 +17,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array
 from ..models._dictionary import Dictionary
 from ..solvers._inputs import data_lam_codes
@@ -66,10 +67,10 @@ def _split_scores(atoms, Z, R, key, n_starts: int, n_iter: int):
 
 def split_scores(
     dictionary: Dictionary,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     *,
-    codes: Float[Array, "N K"] | None = None,
+    codes: Real[ArrayLike, "N K"] | None = None,
     key=None,
     n_starts: int = 4,
     n_iter: int = 50,
@@ -98,13 +99,13 @@ def split_scores(
 
 def split_atom(
     dictionary: Dictionary,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     k: int,
-    v: Float[Array, " d"],
+    v: Real[ArrayLike, " d"],
     eps,
     *,
-    codes: Float[Array, "N K"] | None = None,
+    codes: Real[ArrayLike, "N K"] | None = None,
 ) -> tuple[Dictionary, Float[Array, "N K+1"]]:
     """Split atom ``k`` into ``normalize(d_k + εv)`` (row ``k``) and ``normalize(d_k − εv)``
     (appended as row ``K``), THEORY §5.
@@ -153,10 +154,10 @@ def _add_atom(R, lam, n_candidates: int, n_iter: int):
 
 def add_atom_gain(
     dictionary: Dictionary,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     *,
-    codes: Float[Array, "N K"] | None = None,
+    codes: Real[ArrayLike, "N K"] | None = None,
     n_candidates: int = 16,
     n_iter: int = 30,
     chunk_size: int | None = None,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam
 from ..models._objective import huber
 
 
-def wide_bound_terms(Y: Float[Array, "N d"], lam) -> Float[Array, " N"]:
+def wide_bound_terms(Y: Real[ArrayLike, "N d"], lam) -> Float[Array, " N"]:
     """Per-point terms ``h_λ(‖y_n‖)`` of (W) for centred data ``Y = X − b``."""
     return huber(jnp.sqrt(jnp.sum(Y * Y, axis=-1)), lam)
 
@@ -21,7 +22,7 @@ def _wide_bound(X, lam, bias):
 
 
 def wide_bound(
-    X: Float[Array, "N d"], lam, bias: Float[Array, " d"] | None = None
+    X: Real[ArrayLike, "N d"], lam, bias: Real[ArrayLike, " d"] | None = None
 ) -> Float[Array, ""]:
     """The wide-limit bound of (W): ``F_∞ = (1/N) Σ_n h_λ(‖x_n − b‖)``.
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float, Int, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_finite, check_lam, is_concrete
 from ..solvers._results import RESULTS
 from ._group_prox import dual_value, group_prox, primal_dual
@@ -48,7 +49,7 @@ class CandidateSolution(eqx.Module):
     gamma: Float[Array, ""]
 
     @property
-    def relative_gap(self) -> Float[Array, ""]:
+    def relative_gap(self) -> Float[Array, "*batch"]:
         """``gap / objective`` (the quantity ``tol`` bounds)."""
         return self.gap / jnp.maximum(self.objective, jnp.finfo(self.gap.dtype).tiny)
 
@@ -59,7 +60,7 @@ def default_tol(dtype) -> float:
 
 
 def default_candidates(
-    X: Float[Array, "N d"], *, n_sphere: int = 0, key: Array | None = None
+    X: Real[ArrayLike, "N d"], *, n_sphere: int = 0, key: Array | None = None
 ) -> Float[Array, "M d"]:
     """The default candidate dictionary: the normalised data points ``x_n/‖x_n‖``
     (a zero point gives an inert zero row), then ``n_sphere`` uniform samples of
@@ -227,14 +228,14 @@ def prepare(X, candidates, lam, init, tol, max_steps, check_every, n_sphere, key
 
 
 def solve_candidate_problem(
-    X: Float[Array, "N d"],
-    candidates: Float[Array, "M d"] | None,
+    X: Real[ArrayLike, "N d"],
+    candidates: Real[ArrayLike, "M d"] | None,
     lam,
     gamma,
     *,
     tol: float | None = None,
     max_steps: int = 20000,
-    init: Float[Array, "N M"] | None = None,
+    init: Real[ArrayLike, "N M"] | None = None,
     check_every: int = 20,
     n_sphere: int = 0,
     key: Array | None = None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, is_concrete
 from ._candidates import CandidateSolution, _solve, prepare
 
@@ -22,14 +23,14 @@ def _path(X, C, lam, gammas, Z0, tol, max_steps, check_every: int):
 
 
 def candidate_path(
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
-    gammas: Float[Array, " G"],
+    gammas: Real[ArrayLike, " G"],
     *,
-    candidates: Float[Array, "M d"] | None = None,
+    candidates: Real[ArrayLike, "M d"] | None = None,
     tol: float | None = None,
     max_steps: int = 20000,
-    init: Float[Array, "N M"] | None = None,
+    init: Real[ArrayLike, "N M"] | None = None,
     check_every: int = 20,
     n_sphere: int = 0,
     key: Array | None = None,

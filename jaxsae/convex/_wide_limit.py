@@ -6,8 +6,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float, Int, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam
 from ..certificates._wide import wide_bound, wide_bound_terms
 from ..models._dictionary import Dictionary
@@ -175,10 +176,10 @@ def _assemble(X, lam, b, steps, result, free_bias: bool):
 
 
 def wide_limit(
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     *,
-    bias: bool | Float[Array, " d"] = False,
+    bias: bool | Real[ArrayLike, " d"] = False,
     tol: float | None = None,
     max_steps: int = 100,
     throw: bool = False,

@@ -14,7 +14,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float, Int
+from jaxtyping import Array, Bool, Float, Int, Real
+
+from .._typing import ArrayLike
 
 
 class Dense(eqx.Module):
@@ -23,7 +25,7 @@ class Dense(eqx.Module):
     weight: Float[Array, "out in"]
     bias: Float[Array, " out"]
 
-    def __call__(self, x: Float[Array, "... in"]) -> Float[Array, "... out"]:
+    def __call__(self, x: Real[ArrayLike, "... in"]) -> Float[Array, "... out"]:
         return x @ self.weight.T + self.bias
 
 
@@ -34,7 +36,7 @@ class LayerNorm(eqx.Module):
     bias: Float[Array, " d"]
     eps: float = eqx.field(static=True, default=1e-12)
 
-    def __call__(self, x: Float[Array, "... d"]) -> Float[Array, "... d"]:
+    def __call__(self, x: Real[ArrayLike, "... d"]) -> Float[Array, "... d"]:
         mean = x.mean(-1, keepdims=True)
         var = jnp.square(x - mean).mean(-1, keepdims=True)
         return (x - mean) * jax.lax.rsqrt(var + self.eps) * self.weight + self.bias
@@ -53,7 +55,9 @@ class BertBlock(eqx.Module):
     out_norm: LayerNorm
     num_heads: int = eqx.field(static=True)
 
-    def __call__(self, h: Float[Array, "T d"], mask: Bool[Array, " T"]) -> Float[Array, "T d"]:
+    def __call__(
+        self, h: Real[ArrayLike, "T d"], mask: Bool[ArrayLike, " T"]
+    ) -> Float[Array, "T d"]:
         T, d = h.shape
         split = lambda x: x.reshape(T, self.num_heads, d // self.num_heads)
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
@@ -95,7 +99,7 @@ class BertEncoder(eqx.Module):
         return eqx.tree_at(lambda m: m.blocks, self, blocks)
 
     def __call__(
-        self, ids: Int[Array, " T"], mask: Bool[Array, " T"] | None = None
+        self, ids: Int[ArrayLike, " T"], mask: Bool[ArrayLike, " T"] | None = None
     ) -> Float[Array, "layers_plus_1 T d"]:
         if ids.ndim != 1:
             raise ValueError(

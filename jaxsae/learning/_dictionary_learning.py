@@ -5,8 +5,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import default_tol
@@ -120,7 +121,7 @@ def make_config(
 
 
 def learn_dictionary(
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"] | Chunks,
     n_atoms: int,
     lam,
     *,

@@ -16,18 +16,9 @@ import numpy as np
 
 from ._dl_steps import alternating_step, lbfgs_step
 
-# Trace counters (incremented at trace time only): tests use them to check that a
-# sweep compiles each step once.
-TRACES = {"alternating": 0, "lbfgs": 0}
-
-
-def _count(name):
-    TRACES[name] += 1
-
 
 @eqx.filter_jit
 def _alternating(state, X, lam, mask, policy, free_bias, inner_steps, batched):
-    _count("alternating")
     f = lambda s, lm, m: alternating_step(s, X, lm, m, policy, free_bias, inner_steps)
     return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
 
@@ -36,7 +27,6 @@ def _alternating(state, X, lam, mask, policy, free_bias, inner_steps, batched):
 def _lbfgs(
     state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_backtracks, batched, start
 ):
-    _count("lbfgs")
     f = lambda s, lm, m: lbfgs_step(
         s, X, lm, m, tol, free_bias, code_tol, max_code_steps, max_backtracks, start=start
     )
@@ -91,10 +81,11 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=N
         v, g = record(state, 0)
         bar.update(1)
         bar.set_postfix(F=f"{np.max(v):.6g}", phase="alternating")
-    lbfgs_args = (
-        cfg["tol"],
+    dtype = X.dtype
+    lbfgs_args = (  # tolerances are values: a new one never recompiles
+        jnp.asarray(cfg["tol"], dtype),
         *common,
-        cfg["code_tol"],
+        jnp.asarray(cfg["code_tol"], dtype),
         cfg["max_code_steps"],
         cfg["max_backtracks"],
     )

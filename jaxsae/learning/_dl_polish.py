@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg as jsl
 
+from ..solvers._cholesky import spd_solve
 from ..solvers._kkt import kkt_from_parts
 
 
@@ -21,7 +21,7 @@ def _point(z, b, G, lam, mask, cap: int):
     top, idx = jax.lax.top_k(jnp.where(mask, z, 0), cap)
     a = (top > 0).astype(G.dtype)
     Gc = G[idx][:, idx] * a[:, None] * a[None, :] + jnp.diag(1 - a)
-    zc = jsl.cho_solve(jsl.cho_factor(Gc, lower=True), (b[idx] - lam) * a) * a
+    zc = spd_solve(Gc, (b[idx] - lam) * a) * a
     return jnp.zeros_like(z).at[idx].set(zc, unique_indices=True)
 
 

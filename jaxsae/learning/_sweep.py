@@ -14,8 +14,9 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Real
 
+from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..certificates._wide import wide_bound
 from . import _dl_driver
@@ -53,7 +54,7 @@ def _shard(tree, n_runs):
 
 
 def sweep(
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"] | Chunks,
     *,
     widths,
     lams,

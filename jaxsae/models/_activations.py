@@ -22,7 +22,9 @@ import abc
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
+
+from .._typing import ArrayLike
 
 
 def _rect(u):
@@ -64,14 +66,14 @@ class AbstractActivation(eqx.Module):
     """The nonlinearity of an SAE: pre-activations ``(d_sae,)`` → codes ``(d_sae,)``."""
 
     @abc.abstractmethod
-    def __call__(self, pre: Float[Array, " K"]) -> Float[Array, " K"]: ...
+    def __call__(self, pre: Real[ArrayLike, " K"]) -> Float[Array, " K"]: ...
 
     @abc.abstractmethod
     def for_width(self, d_sae: int, dtype) -> "AbstractActivation":
         """This activation with its parameters shaped for ``d_sae`` latents in ``dtype``."""
 
     @abc.abstractmethod
-    def fold(self, norms: Float[Array, " K"]) -> "AbstractActivation":
+    def fold(self, norms: Real[ArrayLike, " K"]) -> "AbstractActivation":
         """The activation after latent ``k`` is rescaled by ``norms[k]`` (decoder folding)."""
 
 

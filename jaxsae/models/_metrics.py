@@ -13,10 +13,14 @@ reports the same definitions:
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Real
+
+from .._typing import ArrayLike
 
 
-def explained_variance(X: Float[Array, "N d"], X_hat: Float[Array, "N d"]) -> Float[Array, ""]:
+def explained_variance(
+    X: Real[ArrayLike, "N d"], X_hat: Real[ArrayLike, "N d"]
+) -> Float[Array, ""]:
     """``1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`` (THEORY §7b).
 
     The denominator is computed as ``E‖x − E x‖²`` (the same number, without
@@ -27,31 +31,31 @@ def explained_variance(X: Float[Array, "N d"], X_hat: Float[Array, "N d"]) -> Fl
     return 1 - err / jnp.mean(jnp.sum(centred * centred, axis=-1))
 
 
-def fvu(X: Float[Array, "N d"], X_hat: Float[Array, "N d"]) -> Float[Array, ""]:
+def fvu(X: Real[ArrayLike, "N d"], X_hat: Real[ArrayLike, "N d"]) -> Float[Array, ""]:
     """Fraction of variance unexplained, ``1 − explained_variance`` (THEORY §7b)."""
     return 1 - explained_variance(X, X_hat)
 
 
-def l0(Z: Float[Array, "N K"]) -> Float[Array, ""]:
+def l0(Z: Real[ArrayLike, "N K"]) -> Float[Array, ""]:
     """Mean number of nonzero codes per point (counts ``z ≠ 0``)."""
     return jnp.mean(jnp.sum(Z != 0, axis=-1).astype(Z.dtype))
 
 
-def shrinkage(X: Float[Array, "N d"], X_hat: Float[Array, "N d"]) -> Float[Array, ""]:
+def shrinkage(X: Real[ArrayLike, "N d"], X_hat: Real[ArrayLike, "N d"]) -> Float[Array, ""]:
     """``γ = E‖x̂‖² / E⟨x, x̂⟩`` (THEORY §7b); γ < 1 means the reconstructions shrink."""
     return jnp.mean(jnp.sum(X_hat * X_hat, axis=-1)) / jnp.mean(jnp.sum(X * X_hat, axis=-1))
 
 
-def firing_rate(Z: Float[Array, "N K"]) -> Float[Array, " K"]:
+def firing_rate(Z: Real[ArrayLike, "N K"]) -> Float[Array, " K"]:
     """Fraction of points on which each latent is nonzero."""
     return jnp.mean((Z != 0).astype(Z.dtype), axis=0)
 
 
-def dead_latents(Z: Float[Array, "N K"]) -> Bool[Array, " K"]:
+def dead_latents(Z: Real[ArrayLike, "N K"]) -> Bool[Array, " K"]:
     """Latents that fire on no point of ``Z``."""
     return ~jnp.any(Z != 0, axis=0)
 
 
-def dense_latents(Z: Float[Array, "N K"], threshold: float = 0.1) -> Bool[Array, " K"]:
+def dense_latents(Z: Real[ArrayLike, "N K"], threshold: float = 0.1) -> Bool[Array, " K"]:
     """Latents whose firing rate exceeds ``threshold`` (default 10%, THEORY §7b)."""
     return firing_rate(Z) > threshold

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ._dictionary import Dictionary
 
 
 def residuals(
-    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"]
+    dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"]
 ) -> Float[Array, "N d"]:
     """Residuals ``r_n = x_n − b − D z_n`` (masked atoms contribute nothing)."""
     Zm = jnp.where(dictionary.mask, Z, 0)
@@ -18,7 +19,7 @@ def residuals(
 
 
 def objective(
-    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam
+    dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"], lam
 ) -> Float[Array, ""]:
     """The joint objective (THEORY §0), a per-point mean so λ means the same at every N:
 
@@ -46,6 +47,6 @@ def objective(
     return jnp.mean(0.5 * jnp.sum(R * R, axis=1) + lam * l1)
 
 
-def huber(t: Float[Array, "..."], lam) -> Float[Array, "..."]:
+def huber(t: Real[ArrayLike, "..."], lam) -> Float[Array, "..."]:
     """The Huber function of (W): ``h_λ(t) = ½t²`` for ``t ≤ λ``, ``λt − ½λ²`` above."""
     return jnp.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)

@@ -7,8 +7,9 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from ._activations import AbstractActivation
 
 
@@ -104,7 +105,7 @@ class SAE(eqx.Module):
     def dtype(self):
         return self.W_enc.dtype
 
-    def pre_activation(self, x: Float[Array, " d_in"]) -> Float[Array, " d_sae"]:
+    def pre_activation(self, x: Real[ArrayLike, " d_in"]) -> Float[Array, " d_sae"]:
         """``(x − b_dec) W_enc + b_enc`` for one example."""
         if x.shape != (self.d_in,):
             raise ValueError(
@@ -116,15 +117,15 @@ class SAE(eqx.Module):
             x = x - self.b_dec
         return x @ self.W_enc + self.b_enc
 
-    def encode(self, x: Float[Array, " d_in"]) -> Float[Array, " d_sae"]:
+    def encode(self, x: Real[ArrayLike, " d_in"]) -> Float[Array, " d_sae"]:
         """The codes ``f`` of one example."""
         return self.activation(self.pre_activation(x))
 
-    def decode(self, z: Float[Array, " d_sae"]) -> Float[Array, " d_in"]:
+    def decode(self, z: Real[ArrayLike, " d_sae"]) -> Float[Array, " d_in"]:
         """``x̂ = z W_dec + b_dec``."""
         return z @ self.W_dec + self.b_dec
 
-    def __call__(self, x: Float[Array, " d_in"]) -> Float[Array, " d_in"]:
+    def __call__(self, x: Real[ArrayLike, " d_in"]) -> Float[Array, " d_in"]:
         return self.decode(self.encode(x))
 
     def decoder_norms(self) -> Float[Array, " d_sae"]:

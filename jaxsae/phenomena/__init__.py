@@ -1,6 +1,6 @@
 """Phenomena of THEORY §7: predictions made before learning, measurements after.
 
-Predictions: absorption (threshold, critical λ, absorbed directions), antipodal
+Predictions: absorption (its exact saving, the λ where it vanishes, absorbed directions), antipodal
 pairs for dense signed directions (firing rates and codes), the shrinkage
 component of residuals (R). Measurements: MMCS, MCC, absorption rates and
 fractions, dense latents, antipodal pairs, dark-matter R², split family trees.
@@ -28,7 +28,6 @@ from ._predictions import (
     absorbed_directions as absorbed_directions,
     absorption_critical_lam as absorption_critical_lam,
     absorption_gain as absorption_gain,
-    absorption_margin as absorption_margin,
     absorption_predicted as absorption_predicted,
     antipodal_codes as antipodal_codes,
     antipodal_rate_binary as antipodal_rate_binary,

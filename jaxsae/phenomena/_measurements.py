@@ -10,8 +10,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_rank
 from ..models._dictionary import Dictionary
 from ._matching import hungarian
@@ -224,7 +225,7 @@ def _r2(X, E):
     return 1 - jnp.sum(fit * fit) / jnp.sum(centred * centred)
 
 
-def dark_matter_r2(X: Float[Array, "N d"], X_hat: Float[Array, "N d"]) -> Float[Array, ""]:
+def dark_matter_r2(X: Real[ArrayLike, "N d"], X_hat: Real[ArrayLike, "N d"]) -> Float[Array, ""]:
     """Linear predictability of the error (Engels et al. 2024; THEORY §7b).
 
     Fits ``e_n ≈ W x_n + c`` (with intercept) to ``e = x − x̂`` by least squares and

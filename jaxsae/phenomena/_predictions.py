@@ -10,8 +10,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..certificates._splitting import split_scores
 from ..models._dictionary import Dictionary
@@ -23,73 +24,65 @@ def _arr(x, name):
     return as_float_array(x, name)
 
 
-@eqx.filter_jit
-def absorption_margin(*, alpha, beta, lam) -> Float[Array, "..."]:
-    """``α + β − √(α² + β²) − λ/2``: positive iff absorption is predicted (THEORY §7).
-
-    Per point ``x = αp + βc`` (``p ⟂ c`` unit), two atoms ``p, c`` cost
-    ``λ(α+β) − λ²`` and one absorbed atom ``(αp+βc)/‖αp+βc‖`` costs
-    ``λ√(α²+β²) − λ²/2``; the difference divided by λ is this margin.
-    """
-    alpha, beta, lam = _arr(alpha, "alpha"), _arr(beta, "beta"), _arr(lam, "lam")
-    return alpha + beta - jnp.sqrt(alpha * alpha + beta * beta) - lam / 2
-
-
+@jax.jit
 def absorption_predicted(*, alpha, beta, lam) -> Bool[Array, "..."]:
-    """Whether a parent/child pair ``x = αp + βc`` is absorbed at the optimum (THEORY §7):
+    """Whether one absorbed atom codes ``x = αp + βc`` more cheaply than ``p`` and ``c``
+    (THEORY §7): the saving :func:`absorption_gain` is positive, i.e. ``α, β > 0`` and
+    ``λ < ‖x‖ = √(α² + β²)``.
 
-        α + β − √(α² + β²) > λ/2.
-
-    Broadcasts over arrays (so ``vmap`` over λ is free). Valid in the regime the
-    derivation assumes: both atoms active in the two-atom solution
-    (``λ < min(α, β)``); :func:`absorption_gain` is the exact comparison at every λ.
+    There is no absorption boundary in λ below ``‖x‖``: the absorbed atom meets the
+    wide-limit bound (W) on its points. What limits absorption is width (THEORY §7:
+    a world of ``M`` parent–child combinations needs ``M`` atoms to absorb them all;
+    where composition starts to win as ``K/M`` shrinks is an open, measured question).
+    Broadcasts over arrays (so ``vmap`` over λ is free).
 
     Example:
-        >>> jaxsae.absorption_predicted(alpha=1.0, beta=0.8, lam=0.5)   # margin 0.52 − 0.25 > 0
+        >>> jaxsae.absorption_predicted(alpha=1.0, beta=0.8, lam=0.5)
         Array(True, dtype=bool)
     """
-    return absorption_margin(alpha=alpha, beta=beta, lam=lam) > 0
+    alpha, beta, lam = _arr(alpha, "alpha"), _arr(beta, "beta"), _arr(lam, "lam")
+    return (alpha > 0) & (beta > 0) & (lam < jnp.sqrt(alpha * alpha + beta * beta))
 
 
-@eqx.filter_jit
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
 def absorption_critical_lam(*, alpha, beta) -> Float[Array, "..."]:
-    """The λ at which absorption switches off: ``λ* = 2(α + β − √(α² + β²))`` (THEORY §7).
+    """The λ from which absorption saves nothing: ``‖x‖ = √(α² + β²)`` (THEORY §7).
 
-    Absorption is predicted for ``λ < λ*`` and separate atoms for ``λ > λ*``.
+    For every ``λ < ‖x‖`` absorbing ``x = αp + βc`` into one atom saves
+    :func:`absorption_gain` ``> 0`` per point; from ``λ ≥ ‖x‖`` on no code is
+    active either way and both cost ``½‖x‖²``. (An earlier version of THEORY gave a
+    threshold ``2(α + β − ‖x‖)`` above which separate atoms would win; it was derived
+    from a cost that only holds for ``λ < min(α, β)``, where it never binds.)
     """
     alpha, beta = _arr(alpha, "alpha"), _arr(beta, "beta")
-    return 2 * (alpha + beta - jnp.sqrt(alpha * alpha + beta * beta))
+    return jnp.sqrt(alpha * alpha + beta * beta)
 
 
-@eqx.filter_jit
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
 def absorption_gain(*, alpha, beta, lam) -> Float[Array, "..."]:
     """Exact per-point saving of absorption at every λ: ``h_λ(α) + h_λ(β) − h_λ(√(α²+β²))``.
 
     With orthonormal ``p, c`` the nonnegative lasso decouples, so coding
     ``x = αp + βc`` with the two atoms costs ``h_λ(α) + h_λ(β)`` (``h_λ`` the Huber
-    function of (W)) and with the absorbed atom ``h_λ(‖x‖)``. For ``λ < min(α, β)``
-    the saving is ``λ·absorption_margin``. It is ``≥ 0`` for every λ (the absorbed
-    atom meets the bound (W) on its points) and zero only once
-    ``λ ≥ √(α² + β²)``, where nothing is coded. Note ``absorption_critical_lam ≥
-    min(α, β)``: the threshold of THEORY §7 lies outside the regime ``λ < min(α, β)``
-    in which its two-atom cost holds, so absorption never switches off while the
-    child is coded (checked in ``tests/test_phenomena.py``).
+    function of (W)) and with the absorbed atom ``h_λ(‖x‖)`` (THEORY §7). It is
+    ``> 0`` for every ``λ < ‖x‖`` when ``α, β > 0`` and zero from ``λ ≥ ‖x‖`` on,
+    where nothing is coded (``absorption_critical_lam``).
     """
     alpha, beta, lam = _arr(alpha, "alpha"), _arr(beta, "beta"), _arr(lam, "lam")
     norm = jnp.sqrt(alpha * alpha + beta * beta)
     return huber(alpha, lam) + huber(beta, lam) - huber(norm, lam)
 
 
-@eqx.filter_jit
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
 def absorbed_directions(
-    parent: Float[Array, " d"], children: Float[Array, "C d"], *, alpha, beta
+    parent: Real[ArrayLike, " d"], children: Real[ArrayLike, "C d"], *, alpha, beta
 ) -> Float[Array, "C d"]:
     """The absorbed child atoms ``(αp + βc)/‖αp + βc‖``, one row per child (THEORY §7)."""
     v = alpha * parent[None, :] + beta * children
     return v / jnp.linalg.norm(v, axis=-1, keepdims=True)
 
 
-@eqx.filter_jit
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
 def antipodal_rate_binary(*, amplitude, lam) -> Float[Array, "..."]:
     """Predicted firing rate of each atom of the pair ``±v`` for ``t = ±a`` (equiprobable).
 
@@ -101,7 +94,7 @@ def antipodal_rate_binary(*, amplitude, lam) -> Float[Array, "..."]:
     return jnp.where(a > lam, 0.5, 0.0).astype(jnp.result_type(a, lam))
 
 
-@eqx.filter_jit
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
 def antipodal_rate_gaussian(*, sigma, lam) -> Float[Array, "..."]:
     """Predicted firing rate of each atom of ``±v`` for ``t ~ N(0, σ²)``:
     ``P(t > λ) = ½ erfc(λ / (σ√2))`` (THEORY §7)."""
@@ -109,8 +102,8 @@ def antipodal_rate_gaussian(*, sigma, lam) -> Float[Array, "..."]:
     return 0.5 * jax.scipy.special.erfc(lam / (sigma * jnp.sqrt(2.0)))
 
 
-@eqx.filter_jit
-def antipodal_codes(t: Float[Array, " N"], lam) -> Float[Array, "N 2"]:
+@jax.jit  # floats are traced values: a new α, β or λ never recompiles
+def antipodal_codes(t: Real[ArrayLike, " N"], lam) -> Float[Array, "N 2"]:
     """Predicted codes on the pair ``(+v, −v)`` of points ``t_n v``: ``((t−λ)_+, (−t−λ)_+)``."""
     return jnp.stack([jnp.maximum(t - lam, 0), jnp.maximum(-t - lam, 0)], axis=-1)
 
@@ -164,7 +157,12 @@ def _decompose(dictionary, X, Z, lam, threshold):
 
 
 def residual_decomposition(
-    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam, *, threshold=0.0
+    dictionary: Dictionary,
+    X: Real[ArrayLike, "N d"],
+    Z: Real[ArrayLike, "N K"],
+    lam,
+    *,
+    threshold=0.0,
 ) -> ResidualDecomposition:
     """Decompose residuals into the shrinkage component and the rest, (R) of THEORY §3:
 
@@ -215,7 +213,7 @@ class SplitPrediction(eqx.Module):
 
 
 def split_prediction(
-    dictionary: Dictionary, X: Float[Array, "N d"], lam, *, codes=None, key=None
+    dictionary: Dictionary, X: Real[ArrayLike, "N d"], lam, *, codes=None, key=None
 ) -> SplitPrediction:
     """Predict the first split of a dictionary as it widens (THEORY §5).
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ._cholesky import spd_solve
+
 
 def candidate_indices(Z, g_minus_lam, mask, cap: int, max_active: int):
     """The ``cap`` most promising atoms of each point: active first, then violators.
@@ -46,55 +48,7 @@ def solve_on_support(Gc, rhs, active):
     a = active.astype(Gc.dtype)
     eye = jnp.eye(Gc.shape[-1], dtype=Gc.dtype)
     M = Gc * a[..., :, None] * a[..., None, :] + eye * (1 - a)[..., None, :]
-    if _several_cpu_devices():
-        return _cholesky_solve_xla(M, rhs * a) * a
-    L = jax.lax.linalg.cholesky(M, symmetrize_input=False)
-    y = jax.lax.linalg.triangular_solve(L, (rhs * a)[..., :, None], left_side=True, lower=True)
-    x = jax.lax.linalg.triangular_solve(L, y, left_side=True, lower=True, transpose_a=True)
-    return x[..., 0] * a
-
-
-def _several_cpu_devices() -> bool:
-    """True when this process runs several CPU devices (e.g. simulated host devices).
-
-    jaxlib's batched LAPACK kernels split a large batch into tasks on the intra-op
-    thread pool and block their own pool thread until the tasks finish. Several CPU
-    devices share that one pool, so when every pool thread runs such a kernel (8
-    simulated devices, each coding its points) the tasks never run: a deadlock
-    (seen in gdb: all ``tf_XLAEigen`` threads in ``lapack_dpotrf_ffi`` →
-    ``ParallelBatchMap`` → ``BlockingCounter::Wait``). There the Cholesky solve is
-    written in plain XLA ops instead (same arithmetic, no custom call).
-    """
-    return jax.default_backend() == "cpu" and jax.device_count() > 1
-
-
-def _cholesky_solve_xla(M, b):
-    """``M⁻¹ b`` for batched SPD ``M`` (``(..., n, n)``) by a column Cholesky in XLA ops.
-
-    Like LAPACK's ``potrf``, a non-positive pivot (singular block) yields NaN.
-    """
-    n = M.shape[-1]
-    idx = jnp.arange(n)
-
-    def factor(j, L):
-        v = M[..., :, j] - jnp.einsum("...ik,...k->...i", L, L[..., j, :])
-        col = v / jnp.sqrt(v[..., j])[..., None]
-        return L.at[..., :, j].set(jnp.where(idx >= j, col, 0))
-
-    L = jax.lax.fori_loop(0, n, factor, jnp.zeros_like(M))
-
-    def forward(i, y):
-        yi = (b[..., i] - jnp.einsum("...k,...k->...", L[..., i, :], y)) / L[..., i, i]
-        return y.at[..., i].set(yi)
-
-    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(b))
-
-    def backward(t, x):
-        i = n - 1 - t
-        xi = (y[..., i] - jnp.einsum("...k,...k->...", L[..., :, i], x)) / L[..., i, i]
-        return x.at[..., i].set(xi)
-
-    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(b))
+    return spd_solve(M, rhs * a) * a
 
 
 def pdas(Gc, bc, active, valid, priority, max_iter: int, max_add: int = 4):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
 
@@ -87,7 +88,7 @@ def kkt_from_parts(Z, G, R, lam, mask) -> KKTResidual:
 
 
 def kkt_residual(
-    dictionary: Dictionary, X: Float[Array, "N d"], Z: Float[Array, "N K"], lam
+    dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"], lam
 ) -> KKTResidual:
     """KKT residuals and duality gaps of codes ``Z`` for ``min_{z≥0} ½‖y−Dz‖² + λ1ᵀz`` (THEORY §1).
 

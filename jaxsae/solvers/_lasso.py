@@ -24,10 +24,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Float, Int, Real
 
 from .._sharding import place_on, resolve_data_mesh
-from .._validate import as_float_array, check_data, check_lam
+from .._typing import ArrayLike
+from .._validate import as_float_array, check_data, check_lam, is_concrete
 from ..models._dictionary import Dictionary
 from ._active_set import polish
 from ._bcd import bcd, block_lipschitz
@@ -44,7 +45,8 @@ class CodeSolution(eqx.Module):
         gap: ``(N,)`` duality gap per point: an upper bound on ``P(z_n) − P*``
             (per point; the gap of the mean objective L is ``gap.mean()``).
         kkt: ``(N,)`` ``max_k |min(z_kn, λ − g_kn)| / λ``.
-        converged: ``(N,)`` whether the point met ``gap ≤ tol · ½‖x_n − b‖²``.
+        converged: ``(N,)`` whether the point met ``gap ≤ tol · ½‖x_n − b‖²`` with a
+            finite gap (never True for a NaN or infinite gap).
         steps: ``(N,)`` number of rounds (FISTA block + polish) the point used.
         result: ``RESULTS.successful`` when every point converged.
     """
@@ -237,6 +239,14 @@ def _data_parallel(solve, mesh: Mesh, atoms, bias, mask, lam, X, Z0):
     return tuple(a[:N] for a in fn(atoms, bias, mask, lam, Xp, Z0p))
 
 
+def _power_of_two_scale(Y):
+    """``2^e ≈ max|Y|`` (1 for zero data): dividing by it is exact, so the rescaled
+    problem is the same problem, with every square far from over- and underflow."""
+    top = jnp.max(jnp.abs(Y))
+    _, e = jnp.frexp(jnp.where((top > 0) & jnp.isfinite(top), top, 1))
+    return jnp.ldexp(jnp.ones((), Y.dtype), e)
+
+
 @eqx.filter_jit
 def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh):
     atoms, mask, bias = dictionary.atoms, dictionary.mask, dictionary.bias
@@ -244,10 +254,16 @@ def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), X.dtype) if cold else init
     kw = dict(tol=tol, max_steps=max_steps, cfg=cfg, chunk_size=chunk_size, cold=cold)
     solve = functools.partial(_solve_points, **kw)
+    # z(y, λ) = c·z(y/c, λ/c): solve at unit scale, report in the data's units (the
+    # gap scales by c², the KKT residual is scale-free).
+    c = _power_of_two_scale(X - bias)
+    args = (atoms, bias / c, mask, lam / c, X / c, Z0 / c)
     if mesh is None:
-        Z, gap, kkt, conv, steps = solve(atoms, bias, mask, lam, X, Z0)
+        Z, gap, kkt, conv, steps = solve(*args)
     else:
-        Z, gap, kkt, conv, steps = _data_parallel(solve, mesh, atoms, bias, mask, lam, X, Z0)
+        Z, gap, kkt, conv, steps = _data_parallel(solve, mesh, *args)
+    Z, gap = Z * c, gap * (c * c)
+    conv = conv & jnp.isfinite(gap)  # never "converged" with a gap that is not a number
     # Differentiable view of the solution: implicit differentiation on the active set.
     cap_implicit = min(atoms.shape[0], max(2 * cfg[3], min(atoms.shape[1], 128) + 16))
     Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap_implicit)
@@ -260,14 +276,28 @@ def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh
     return CodeSolution(codes=Z, gap=gap, kkt=kkt, converged=conv, steps=steps, result=result)
 
 
+def _check_scale(X, dictionary) -> None:
+    """Refuse data whose squared norms overflow the dtype: its gap cannot be represented."""
+    if not is_concrete(X):
+        return
+    top = float(jnp.max(jnp.abs(X - dictionary.bias)))
+    big = float(jnp.finfo(X.dtype).max)
+    if top * top * X.shape[1] > big / 16:
+        raise ValueError(
+            f"the data's scale (max |x − b| = {top:.3g}) squares beyond {X.dtype}'s range "
+            f"({big:.3g}): duality gaps cannot be represented. Rescale the data (e.g. "
+            "X / X.std(), with λ scaled alike) or use float64."
+        )
+
+
 def sparse_code(
     dictionary: Dictionary,
-    X: Float[Array, "N d"],
+    X: Real[ArrayLike, "N d"],
     lam,
     *,
-    tol: float | None = None,
+    tol: float | ArrayLike | None = None,
     max_steps: int = 100,
-    init: Float[Array, "N K"] | None = None,
+    init: Real[ArrayLike, "N K"] | None = None,
     chunk_size: int | None = None,
     support_cap: int | None = None,
     sweeps: int = 6,
@@ -294,7 +324,8 @@ def sparse_code(
         dictionary: the dictionary ``(D, b, mask)``.
         X: data ``(N, d)``.
         lam: λ > 0 (a scalar; may be a traced array, so ``vmap`` over λ works).
-        tol: relative gap tolerance; default 1e-12 in float64, 1e-5 in float32.
+        tol: relative gap tolerance; default 1e-12 in float64, 1e-5 in float32 (a
+            value, not a shape: changing it never recompiles; may be traced).
         max_steps: maximum number of rounds (the first on all points, later
             ones on up to ``max(64, ceil(N/64))`` uncertified points each).
         init: warm-start codes ``(N, K)`` (clipped at 0); points whose warm
@@ -333,9 +364,9 @@ def sparse_code(
         raise ValueError(f"sweeps must be ≥ 1, got {sweeps}.")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-    tol = default_tol(dictionary.dtype) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}.")
+    tol = jnp.asarray(default_tol(dictionary.dtype) if tol is None else tol, dictionary.dtype)
+    if is_concrete(tol) and not float(tol) > 0:  # an array: new values never recompile
+        raise ValueError(f"tol must be > 0, got {float(tol)}.")
     cap = min(K, dictionary.n_features, 40) if support_cap is None else min(int(support_cap), K)
     if cap < 1:
         raise ValueError(f"support_cap must be ≥ 1, got {support_cap}.")
@@ -343,6 +374,7 @@ def sparse_code(
     mesh = resolve_data_mesh(mesh, dictionary, X, lam, init)
     if mesh is not None and mesh.devices.size == 1:
         mesh = None
+    _check_scale(X, dictionary)
     dictionary, (X, init) = place_on(mesh, dictionary, (X, init))
     sol = _sparse_code(
         dictionary,
