@@ -152,7 +152,7 @@ def test_legacy_config_with_scaling_factor(tmp_path):
         ({"d_sae": 7}, {}, "W_enc has shape"),
         ({}, {"extra": np.zeros(3, np.float32)}, "holds tensors"),
         ({"architecture": "jumprelu"}, {}, "holds tensors"),
-        ({"architecture": "topk"}, {}, "integer k"),
+        ({"architecture": "topk"}, {}, "has no 'k'"),
     ],
 )
 def test_refuses_bad_configs(tmp_path, cfg_update, tensor_update, message):

@@ -205,7 +205,8 @@ def test_resume_after_kill_is_bit_for_bit(tmp_path):
     h_res = json.loads((tmp_path / "run-resumed.npz.json").read_text())
     h_fresh = json.loads((tmp_path / "run-fresh.npz.json").read_text())
     assert h_res == h_fresh and h_res["step"][-1] == 30
-    assert sorted(p.name for p in ckpt.iterdir()) == ["step-000000025", "step-000000030"]
+    steps = sorted(p.name for p in ckpt.iterdir() if p.name != ".jaxsae.lock")  # the run lock
+    assert steps == ["step-000000025", "step-000000030"]
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path, getkey):

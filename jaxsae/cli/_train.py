@@ -31,7 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=1024, help="SAE minibatch size (default 1024)")
     p.add_argument("--lr", type=float, default=3e-4, help="SAE learning rate (default 3e-4)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-dir", default=None, help="SAE: checkpoint here and resume from it")
+    p.add_argument(
+        "--checkpoint-dir", default=None, help="checkpoint here and resume from it (SAE or dictionary)"
+    )
     p.add_argument(
         "--out", required=True, help="output: SAE folder, or dictionary .safetensors file"
     )
@@ -57,8 +59,9 @@ def run(args) -> int:
         raise ValueError("--lam is required (λ > 0, THEORY §0) for this model.")
     if args.dictionary:
         D, hist = jaxsae.learn_dictionary(
-            X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet
-        )
+            X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
+            checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
+        )  # fmt: skip
         jaxsae.save_dictionary(D, args.out)
         print(
             f"learned {args.width} atoms; objective {float(hist.objective[-1]):.10g}; "

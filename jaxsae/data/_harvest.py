@@ -10,10 +10,15 @@ chunk is the same computation whether or not the harvest was interrupted.
 On disk, while running: ``OUT.partial`` (the ``.npy`` being filled, memory
 mapped) and ``OUT.progress.json`` (rows done, written atomically after each
 chunk is flushed). At the end the sidecar ``OUT`` with suffix ``.json`` is
-written atomically, then ``OUT.partial`` is renamed over ``OUT`` (atomic)
-and the progress file removed. A harvest killed at any point and restarted
-with the same arguments continues where it stopped and produces the
-byte-identical file.
+written atomically, recording the array's fingerprint (shape, dtype, a hash of a
+fixed sample of rows), then ``OUT.partial`` is renamed over ``OUT`` (atomic) and
+the progress file removed. Array and sidecar cannot be renamed in one step, so the
+fingerprint binds them: a rerun, and every reader (``load_representations``),
+checks the array against its sidecar, and a rerun after a kill between the two
+renames finishes the last step instead of reporting a stale file. A harvest killed
+at any point and restarted with the same arguments continues where it stopped and
+produces the byte-identical file; a second process on the same ``OUT`` is refused
+(``io._lock.RunLock``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..io._atomic import _fsync_dir, atomic_path, atomic_write_json
+from ..io._checkpoint import data_fingerprint
+from ..io._lock import RunLock
 from ._bert import BertEncoder
 from ._corpus import CORPUS_NAME, shakespeare_lines
 from ._minilm import MODEL_NAME, load_minilm, load_minilm_tokenizer
@@ -125,19 +132,35 @@ def harvest_activations(
         >>> harvest_activations("acts.npy", layer=3, n_tokens=50_000)
         >>> X = jaxsae.data.load_representations("acts.npy")   # memory-mapped
     """
-    from tqdm.auto import tqdm
-
     out = Path(out)
     _check_args(out, layer, n_tokens, seq_len, batch_size)
+    if not out.parent.is_dir():
+        raise ValueError(
+            f"cannot write {out}: folder {out.parent} does not exist. Create it first."
+        )
+    with RunLock(out, "--out file"):  # one harvest per output at a time
+        return _harvest(out, layer, n_tokens, seq_len, batch_size, max_chunks, progress)
+
+
+def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progress):
+    from tqdm.auto import tqdm
+
     config = {"model": MODEL_NAME, "layer": layer, "tokens": n_tokens, "seq_len": seq_len}
     config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
     sidecar = sidecar_path(out)
     partial = out.with_name(out.name + ".partial")
     progress_path = out.with_name(out.name + ".progress.json")
-    if out.exists() and (_read_json(sidecar) or {}).get("config") == config:
-        if not partial.exists():  # killed after the final rename: only tidy up
-            progress_path.unlink(missing_ok=True)
-        return out
+    info = _read_json(sidecar) or {}
+    if info.get("config") == config:
+        if out.exists() and matches_sidecar(out, info):
+            if not partial.exists():  # killed after the final rename: only tidy up
+                progress_path.unlink(missing_ok=True)
+            return out
+        done = _read_json(progress_path) or {}
+        if partial.exists() and done.get("config") == config and done.get("rows_done") == n_tokens:
+            # killed between writing the sidecar and the final rename: finish that step
+            _finish(out, partial, progress_path, sidecar, config, n_tokens, None)
+            return out
 
     model = load_minilm().truncate(layer)
     d = int(model.word_embeddings.shape[1])
@@ -184,9 +207,25 @@ def harvest_activations(
     return out
 
 
+def matches_sidecar(path: Path, info: dict) -> bool:
+    """Whether the array at ``path`` is the one its sidecar ``info`` describes."""
+    want = info.get("array")
+    if not isinstance(want, dict):
+        return False
+    try:
+        X = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return data_fingerprint(X) == want
+
+
 def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
     with open(partial, "rb+") as fh:
         os.fsync(fh.fileno())
+    array = np.load(partial, mmap_mode="r", allow_pickle=False)
+    d = int(array.shape[1]) if d is None else d
+    fingerprint = data_fingerprint(array)
+    del array
     atomic_write_json(
         sidecar,
         {
@@ -203,6 +242,7 @@ def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
             "tokenisation": "tokenizer.json of the model; one stream, windows of seq_len "
             "with [CLS] ... [SEP]; only content tokens stored",
             "config": config,
+            "array": fingerprint,
         },
     )
     os.replace(partial, out)

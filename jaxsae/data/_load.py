@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io._arrays import load_array
+from ..io._checks import read_text
+from ._harvest import matches_sidecar
 
 
 def load_representations(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
@@ -22,6 +24,14 @@ def load_representations(path: str | os.PathLike, *, key: str | None = None) -> 
         ValueError: missing or damaged file, or an array that is not (N, d) real numbers.
     """
     X = load_array(path, key=key)
+    info = representation_info(path)
+    if info is not None and "array" in info and not matches_sidecar(Path(path), info):
+        raise ValueError(
+            f"{path} does not match its sidecar {Path(path).with_suffix('.json')} (shape "
+            f"{list(X.shape)} vs {info['array'].get('shape')}, or other rows): a harvest was "
+            "interrupted between its two final renames. Rerun the same `jaxsae data` command "
+            "to finish it."
+        )
     if X.ndim != 2:
         raise ValueError(
             f"{path} holds an array of shape {tuple(X.shape)}; representations must be 2-d "
@@ -39,7 +49,11 @@ def representation_info(path: str | os.PathLike) -> dict | None:
     sidecar = Path(path).with_suffix(".json")
     if not sidecar.exists():
         return None
+    text = read_text(sidecar, "sidecar")
     try:
-        return json.loads(sidecar.read_text())
+        info = json.loads(text)
     except ValueError as err:
-        raise ValueError(f"{sidecar} is not valid JSON ({err}); delete or fix it.") from err
+        raise ValueError(f"{sidecar} is not valid JSON ({err}); delete or fix it.") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{sidecar} must hold a JSON object, got {type(info).__name__}.")
+    return info

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import regular_file
+
 
 def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = True) -> np.ndarray:
     """Load a 2-d data array from ``.npy`` (memory-mapped by default) or ``.safetensors``.
@@ -23,9 +25,7 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
     Raises:
         ValueError: missing, damaged, pickled or foreign files, with what to do.
     """
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"data file {path} does not exist.")
+    path = regular_file(path, "data file")
     suffix = path.suffix.lower()
     if suffix == ".npy":
         dtype = _npy_dtype(path)
@@ -34,10 +34,11 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
                 f"{path} holds a pickled object array; jaxsae never loads pickles. "
                 "Save a numeric array with np.save(path, X.astype(np.float32))."
             )
+        _real(dtype, path)
         try:
             return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except Exception as err:
-            raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from err
+            raise ValueError(f"{path} is not a valid .npy file ({err}). Is it truncated?") from None
     if suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
@@ -56,6 +57,7 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
             key = next(iter(tensors))
         if key not in tensors:
             raise ValueError(f"{path} has no tensor {key!r}; it holds {sorted(tensors)}.")
+        _real(tensors[key].dtype, path)
         return tensors[key]
     if suffix in (".pkl", ".pickle", ".pt", ".pth"):
         raise ValueError(
@@ -63,6 +65,19 @@ def load_array(path: str | os.PathLike, *, key: str | None = None, mmap: bool = 
             "Convert the array to .npy or .safetensors first."
         )
     raise ValueError(f"{path}: unsupported data format {suffix!r}; use .npy or .safetensors.")
+
+
+def _real(dtype: np.dtype, path: Path) -> None:
+    """Refuse dtypes that are not real numbers (complex, structured, strings, dates)."""
+    if dtype.kind in "fiub" or dtype.name == "bfloat16":
+        return
+    what = {"c": "complex numbers", "V": "a structured (record) dtype"}.get(
+        dtype.kind, f"dtype {dtype}"
+    )
+    raise ValueError(
+        f"{path} holds {what} ({dtype}); jaxsae needs real numbers. Save e.g. "
+        "np.real(X).astype(np.float32), or one field of a record array."
+    )
 
 
 def _npy_dtype(path: Path) -> np.dtype:

@@ -11,9 +11,6 @@ folded into the weights; SAELens also applies nothing at load time). Writes
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -21,7 +18,16 @@ import numpy as np
 
 from ..models._activations import JumpReLU, ReLU, TopK
 from ..models._sae import SAE
-from ._atomic import _fsync_dir, atomic_path, atomic_write_json
+from ._atomic import atomic_path, atomic_write_json, replace_folder
+from ._checks import (
+    check_digest,
+    field,
+    finite_tensor,
+    positive_int,
+    read_text,
+    regular_file,
+    tensors_digest,
+)
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -84,10 +90,10 @@ def save_sae(
 ) -> Path:
     """Save an SAE as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``); dtype preserved.
 
-    A new folder is written under a temporary name and renamed into place. An
-    existing folder is updated file by file, each atomically: the stale
-    certificate is removed first, then the weights, the config and the new
-    certificate are written, so no file ever describes weights it does not match.
+    The whole folder (weights, config and certificate) is written beside ``path``
+    and swapped in atomically (``io._atomic.replace_folder``): a reader, or a process
+    killed at any moment, sees the old SAE with its certificate or the new one, never
+    one SAE's weights with another's config.
 
     Args:
         sae: the SAE (``ReLU`` → ``standard``, ``TopK`` → ``topk``, ``JumpReLU`` → ``jumprelu``).
@@ -123,67 +129,67 @@ def save_sae(
         "architecture": architecture,
     }
     tensors = _tensors(sae)
+    meta["jaxsae_weights_sha256"] = tensors_digest(tensors)  # any later change is detected
 
-    def write_into(folder: Path) -> None:
+    def build(folder: Path) -> None:
         with atomic_path(folder / WEIGHTS) as tmp:
             save_file(tensors, str(tmp))
         atomic_write_json(folder / CFG, cfg)
         if certificate is not None:
             atomic_write_json(folder / CERTIFICATE, certificate)
 
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{path} exists and is not a folder; an SAE is saved as a folder.")
-        (path / CERTIFICATE).unlink(missing_ok=True)
-        write_into(path)
-        return path
     if not path.parent.exists():
         raise ValueError(
             f"cannot write {path}: folder {path.parent} does not exist. Create it first."
         )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        write_into(tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return path
+    return replace_folder(path, build)
 
 
 def load_sae_certificate(path) -> dict | None:
     """The sidecar certificate of a saved SAE folder, or ``None`` if it has none."""
     file = Path(path) / CERTIFICATE
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         return None
+    text = read_text(file, "certificate")
     try:
-        return json.loads(file.read_text())
+        out = json.loads(text)
     except ValueError as err:
-        raise ValueError(f"{file} is not valid JSON ({err}).") from err
+        raise ValueError(f"{file} is not valid JSON ({err}).") from None
+    if not isinstance(out, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(out).__name__}.")
+    return out
 
 
 def _read_cfg(folder: Path) -> dict:
     file = folder / CFG
+    text = read_text(file, "SAE config")
     try:
-        cfg = json.loads(file.read_text())
+        cfg = json.loads(text)
     except ValueError as err:
-        raise ValueError(f"{file} is not valid JSON ({err}); is it truncated?") from err
+        raise ValueError(f"{file} is not valid JSON ({err}); is it truncated?") from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{file} must hold a JSON object, got {type(cfg).__name__}.")
     return cfg
 
 
-def _architecture_of(cfg: dict) -> tuple[str, int | None]:
-    """``(architecture, k)`` for ≥ 6 and legacy configs."""
-    arch = cfg.get("architecture", "standard")
-    act = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
-    k = cfg.get("k")
+def _architecture_of(cfg: dict, file: Path, d_sae: int) -> tuple[str, int | None]:
+    """``(architecture, k)`` for ≥ 6 and legacy configs, every field type-checked."""
+    arch = field(cfg, "architecture", str, file, default="standard")
+    act = field(cfg, "activation_fn", str, file, default=None)
+    act = field(cfg, "activation_fn_str", str, file, default=act) if act is None else act
+    act = "relu" if act is None else act
+    k = None
     if act == "topk":
-        arch, k = "topk", (cfg.get("activation_fn_kwargs") or {}).get("k", k)
-    elif act not in ("relu", None):
-        raise ValueError(f"activation_fn {act!r} is not supported (jaxsae reads relu and topk).")
+        kwargs = field(cfg, "activation_fn_kwargs", dict, file, default={})
+        arch = "topk"
+        if "k" in kwargs:
+            k = positive_int(
+                kwargs, "k", f"{file} (activation_fn_kwargs)", at_most=d_sae, name_max="d_sae"
+            )
+    elif act != "relu":
+        raise ValueError(
+            f"{file}: activation_fn {act!r} is not supported (jaxsae reads relu and topk)."
+        )
     if arch == "gated":
         raise ValueError(
             "gated SAEs are not supported by jaxsae (their encoder has no single pre-activation). "
@@ -193,14 +199,14 @@ def _architecture_of(cfg: dict) -> tuple[str, int | None]:
         raise ValueError(
             f"architecture {arch!r} is not supported; jaxsae reads standard, topk and jumprelu."
         )
-    if arch == "topk" and not (isinstance(k, int) and k >= 1):
-        raise ValueError(f"topk config needs an integer k ≥ 1, got {k!r}.")
+    if arch == "topk" and k is None:
+        k = positive_int(cfg, "k", file, at_most=d_sae, name_max="d_sae")
     return arch, k
 
 
-def _normalisation(cfg: dict) -> None:
-    norm = cfg.get("normalize_activations", "none")
-    if norm is None or norm is False:
+def _normalisation(cfg: dict, file: Path) -> None:
+    norm = field(cfg, "normalize_activations", (str, bool), file, default="none")
+    if norm is False:
         norm = "none"
     if norm is True:
         norm = "expected_average_only_in"
@@ -216,21 +222,25 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    file = folder / WEIGHTS
+    file = regular_file(folder / WEIGHTS, "SAE weights")
     try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as err:
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise ValueError(
             f"{file} is not a readable safetensors file ({err}). Is it truncated?"
-        ) from err
+        ) from None
+    return {n: finite_tensor(n, a, file) for n, a in tensors.items()}
 
 
 def load_sae(path) -> SAE:
     """Load an SAE saved by SAELens (≥ 6 or legacy) or by ``save_sae``; dtype preserved.
 
-    Raises ``ValueError`` (with what to do) for a missing folder or files,
-    pickled weights, truncated files, unsupported architectures (gated) or
-    run-time normalisations, and tensors of the wrong names or shapes.
+    Everything read is checked: regular files only (no folders, FIFOs or devices),
+    JSON fields of exactly the right types (a boolean is not the string ``"false"``,
+    a width is an integer), ``1 ≤ k ≤ d_sae``, tensor names and shapes, finite
+    weights. Every failure is one ``ValueError`` line saying what is wrong: missing
+    files, pickled weights, truncated files, unsupported architectures (gated) or
+    run-time normalisations.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -250,21 +260,35 @@ def load_sae(path) -> SAE:
     if not (folder / CFG).exists():
         raise ValueError(f"{folder} has no {CFG}.")
     cfg = _read_cfg(folder)
-    arch, k = _architecture_of(cfg)
-    _normalisation(cfg)
+    file = folder / CFG
+    d_in = positive_int(cfg, "d_in", file)
+    d_sae = positive_int(cfg, "d_sae", file)
+    arch, k = _architecture_of(cfg, file, d_sae)
+    _normalisation(cfg, file)
+    apply_b_dec = field(cfg, "apply_b_dec_to_input", bool, file, default=True)
+    rescale = field(cfg, "rescale_acts_by_decoder_norm", bool, file, default=False)
+    dtype_name = field(cfg, "dtype", str, file, default=None)
+    if dtype_name is not None and dtype_name.removeprefix("torch.") not in _DTYPES:
+        raise ValueError(f"{file}: dtype {dtype_name!r} is not one of {sorted(_DTYPES)}.")
+    meta = field(cfg, "metadata", dict, file, default={})
     tensors = _read_weights(folder)
-    return _build(cfg, arch, k, tensors, folder)
+    check_digest(tensors, meta.get("jaxsae_weights_sha256"), folder / WEIGHTS)
+    return _build(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder)
 
 
-def _build(cfg, arch, k, tensors, folder) -> SAE:
-    try:
-        d_in, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{folder / CFG} needs integer d_in and d_sae ({err}).") from err
+def _build(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder) -> SAE:
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     if arch == "jumprelu":
         shapes["threshold"] = (d_sae,)
-    scale = tensors.pop("scaling_factor", tensors.pop("finetuning_scaling_factor", None))
+    scale = None
+    for name in ("scaling_factor", "finetuning_scaling_factor"):
+        if name in tensors:
+            scale = tensors.pop(name)
+            if scale.shape != (d_sae,):
+                raise ValueError(
+                    f"{folder / WEIGHTS}: {name} has shape {scale.shape}, expected ({d_sae},) "
+                    f"(one factor per latent, d_sae={d_sae} in {CFG})."
+                )
     if set(tensors) != set(shapes):
         raise ValueError(
             f"{folder / WEIGHTS} holds tensors {sorted(tensors)} but a {arch} SAE needs {sorted(shapes)}."
@@ -285,7 +309,7 @@ def _build(cfg, arch, k, tensors, folder) -> SAE:
     if scale is not None:
         # Legacy finetuning scaling: decode(f · s) = f · (s W_dec).
         W_dec = W_dec * jnp.asarray(scale, dtype)[:, None]
-    if arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
+    if arch == "topk" and rescale:
         # topk(pre · n) decoded through W_dec / n is a plain topk SAE with folded weights.
         n = jnp.linalg.norm(W_dec, axis=1)
         n = jnp.where(n > 0, n, 1)
@@ -302,5 +326,5 @@ def _build(cfg, arch, k, tensors, folder) -> SAE:
         W_dec=W_dec,
         b_dec=t["b_dec"],
         activation=act,
-        apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+        apply_b_dec_to_input=apply_b_dec,
     )

@@ -13,26 +13,56 @@ starting point guards against resuming a different problem.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from ..io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..io._checkpoint import (
+    data_fingerprint,
+    fingerprint_mismatch,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..io._lock import RunLock
 
 _KEYS = ("objective", "grad_norm", "alignment", "time", "phase")
 
 
-def fingerprint(state, X, lam, mask, cfg) -> str:
-    """A hash of everything that determines the run (not the wall-clock times)."""
-    h = hashlib.sha256()
-    for a in (X, lam, mask, state.P):
+def fingerprint(state, X, lam, mask, cfg) -> dict:
+    """What determines the run (not the wall-clock times), part by part, so a refused
+    resume can say which part differs."""
+
+    def digest(a) -> str:
         a = np.asarray(jax.device_get(a))
-        h.update(str((a.shape, a.dtype.str)).encode())
+        h = hashlib.sha256(str((a.shape, a.dtype.str)).encode())
         h.update(np.ascontiguousarray(a).tobytes())
-    h.update(repr(sorted((k, repr(v)) for k, v in cfg.items())).encode())
-    return h.hexdigest()[:32]
+        return h.hexdigest()[:16]
+
+    settings = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in cfg.items())).encode())
+    return {
+        "data": data_fingerprint(X),
+        "lam": digest(lam),
+        "masks": digest(mask),
+        "start": digest(state.P),
+        "settings": settings.hexdigest()[:16],
+    }
+
+
+@contextlib.contextmanager
+def checkpointer(directory, every) -> Iterator[DLCheckpointer | None]:
+    """A ``DLCheckpointer`` owning ``directory`` for the run (``RunLock``), or ``None``."""
+    if directory is None:
+        yield None
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    with RunLock(directory, "checkpoint_dir"):
+        yield DLCheckpointer(directory, every)
 
 
 class DLCheckpointer:
@@ -47,7 +77,7 @@ class DLCheckpointer:
         self.directory = directory
         self.every = int(every)
         self.keep = int(keep)
-        self.key = ""
+        self.key: dict = {}
 
     def restore(self, state, X, lam, mask, cfg):
         """``(state, history)`` from the newest checkpoint, or the inputs and an empty history."""
@@ -63,10 +93,10 @@ class DLCheckpointer:
                 f"checkpoint {folder} could not be read ({err}). Delete it to restart from the "
                 "previous one."
             ) from err
-        if meta.get("fingerprint") != self.key:
+        if (why := fingerprint_mismatch(meta.get("fingerprint"), self.key)) is not None:
             raise ValueError(
-                f"checkpoint {folder} belongs to a different run (other data, λ, widths, settings "
-                "or initialisation). Use another checkpoint_dir, or delete it to start afresh."
+                f"checkpoint {folder} was made by another run ({why}). Resume with the same data, "
+                "λ, widths, settings and initialisation, or use another checkpoint_dir."
             )
         shapes, dtypes = meta["shapes"], meta["dtypes"]
         like = (state, {k: np.zeros(shapes[k], np.dtype(dtypes[k])) for k in _KEYS})

@@ -12,7 +12,7 @@ from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import default_tol
 from . import _dl_driver
-from ._checkpoint_dl import DLCheckpointer
+from ._checkpoint_dl import checkpointer
 from ._dl_manifold import stack
 from ._dl_policy import AbstractDeadAtomPolicy, ReseedDead
 from ._dl_steps import init_state
@@ -246,10 +246,10 @@ def learn_dictionary(
     )
     P, mask = initial_point(X, n_atoms, init, bias, key=key)
     state = init_state(P, X, cfg["memory"])
-    ckpt = None if checkpoint_dir is None else DLCheckpointer(checkpoint_dir, checkpoint_every)
-    state, hist = _dl_driver.run(
-        state, X, lam, mask, cfg=cfg, batched=False, progress=progress, checkpoint=ckpt
-    )
+    with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
+        state, hist = _dl_driver.run(
+            state, X, lam, mask, cfg=cfg, batched=False, progress=progress, checkpoint=ckpt
+        )
     return finish(state, hist, mask, bias, throw)
 
 

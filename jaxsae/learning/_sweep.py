@@ -20,7 +20,7 @@ from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..certificates._wide import wide_bound
 from . import _dl_driver
-from ._checkpoint_dl import DLCheckpointer
+from ._checkpoint_dl import checkpointer
 from ._dictionary_learning import data_init, make_config
 from ._dl_manifold import stack
 from ._dl_steps import init_state
@@ -189,10 +189,10 @@ def sweep(
     lam_arr = jnp.asarray([lam for _, lam, _ in grid], dtype)
     state = jax.vmap(lambda p: init_state(p, X, cfg["memory"]))(P)
     state, lam_arr, masks = _shard((state, lam_arr, masks), len(grid))
-    ckpt = None if checkpoint_dir is None else DLCheckpointer(checkpoint_dir, checkpoint_every)
-    state, _ = _dl_driver.run(
-        state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress, checkpoint=ckpt
-    )
+    with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
+        state, _ = _dl_driver.run(
+            state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress, checkpoint=ckpt
+        )
     return _tabulate(X, grid, state, masks, bias)
 
 

@@ -14,6 +14,8 @@ and the metric history.
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -26,7 +28,14 @@ from jaxtyping import Array, Bool, Int, PyTree
 from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
 from .._streaming import _page_release
 from .._validate import as_float_array, check_finite
-from ..io._checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from ..io._checkpoint import (
+    data_fingerprint,
+    fingerprint_mismatch,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..io._lock import RunLock
 from ..models import _metrics
 from ..models._activations import JumpReLU, TopK
 from ..models._penalties import L0, L1, AbstractPenalty, NoPenalty
@@ -307,20 +316,53 @@ def train_sae(
         since_fired=jnp.zeros((sae.d_sae,), jnp.int32),
         fire_count=jnp.zeros((sae.d_sae,), jnp.int32),
     )
-    fingerprint = {
-        "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": str(sae.dtype), "N": N, "batch_size": batch_size,
-        "lam": float(lam), "activation": type(sae.activation).__name__, "penalty": type(penalty).__name__,
+    train_kw = dict(
+        mesh=mesh, on_host=on_host, lam=lam, l1_warmup_steps=l1_warmup_steps,
+        schedule_lr=schedule_lr, optimizer=optimizer, penalty=penalty, steps=steps,
+        batch_size=batch_size, log_every=log_every, dead_after=dead_after,
+        dense_threshold=dense_threshold, checkpoint_every=checkpoint_every, progress=progress,
+    )  # fmt: skip
+    fingerprint = _fingerprint(
+        sae, data, state, lam, penalty, optimizer, schedule_lr, batch_size, steps, l1_warmup_steps
+    )
+    if checkpoint_dir is None:
+        return _train(state, data, fingerprint, None, 0, [], **train_kw)
+    Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+    with RunLock(checkpoint_dir, "checkpoint_dir"):  # one process per checkpoint folder
+        history: list[dict] = []
+        start = 0
+        if (folder := latest_checkpoint(checkpoint_dir)) is not None:
+            state, meta = load_checkpoint(folder, state)
+            if (why := fingerprint_mismatch(meta.get("fingerprint"), fingerprint)) is not None:
+                raise ValueError(
+                    f"checkpoint {folder} was made by another run ({why}). Resume with the same "
+                    "data, key and settings, or use an empty checkpoint_dir for a new run."
+                )
+            start, history = int(meta["step"]), meta["history"]
+        return _train(state, data, fingerprint, checkpoint_dir, start, history, **train_kw)
+
+
+def _fingerprint(sae, data, state, lam, penalty, optimizer, schedule, batch_size, steps, l1_warmup):
+    """Everything a resumed run must share with the run that wrote the checkpoint."""
+    init = hashlib.sha256()
+    for leaf in jax.tree.leaves(eqx.filter(state.sae, eqx.is_array)):
+        init.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return {
+        "data": data_fingerprint(data),
+        "key": hashlib.sha256(np.asarray(state.key).tobytes()).hexdigest()[:16],
+        "initial_sae": init.hexdigest()[:16],
+        "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": str(sae.dtype),
+        "activation": repr(sae.activation) if not isinstance(sae.activation, JumpReLU) else "JumpReLU",
+        "penalty": type(penalty).__name__, "lam": float(lam), "batch_size": int(batch_size),
+        "steps": int(steps), "l1_warmup_steps": int(l1_warmup),
+        "schedule": None if schedule is None else [float(v) for v in jax.tree.leaves(schedule)],
+        "optimizer": "adam" if schedule is not None else type(optimizer).__name__,
     }  # fmt: skip
-    history: list[dict] = []
-    start = 0
-    if checkpoint_dir is not None and (folder := latest_checkpoint(checkpoint_dir)) is not None:
-        state, meta = load_checkpoint(folder, state)
-        if meta.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"checkpoint {folder} belongs to another run ({meta.get('fingerprint')} vs {fingerprint}). "
-                "Use an empty checkpoint_dir for a new run."
-            )
-        start, history = int(meta["step"]), meta["history"]
+
+
+def _train(state, data, fingerprint, checkpoint_dir, start, history, *, mesh, on_host, lam,
+           l1_warmup_steps, schedule_lr, optimizer, penalty, steps, batch_size, log_every,
+           dead_after, dense_threshold, checkpoint_every, progress) -> TrainResult:  # fmt: skip
     state = jax.tree.map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, state)
     sharding = None
     if mesh is not None:

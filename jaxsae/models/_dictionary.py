@@ -5,8 +5,9 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float
+from jaxtyping import Array, Bool, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import as_float_array, check_finite, check_rank, is_concrete
 
 _UNIT_TOL = 1e-6
@@ -47,6 +48,11 @@ class Dictionary(eqx.Module):
     ):
         atoms = as_float_array(atoms, "atoms")
         check_rank(atoms, 2, "atoms", "(K, d): one atom per row")
+        if jnp.dtype(atoms.dtype).itemsize < 4:
+            raise ValueError(
+                f"atoms are {atoms.dtype}; jaxsae computes in float32 or float64 (half precision "
+                "cannot hold its certificates). Pass atoms.astype(np.float32)."
+            )
         K, d = atoms.shape
         if K == 0 or d == 0:
             raise ValueError(
@@ -54,14 +60,22 @@ class Dictionary(eqx.Module):
             )
         check_finite(atoms, "atoms", "Dictionary atoms must be finite numbers.")
         norms = jnp.linalg.norm(atoms, axis=1)
+        keep = None  # a valid concrete mask, so masked-out zero rows can be allowed
+        if mask is not None and is_concrete(mask) and np.shape(mask) == (K,):
+            keep = np.asarray(mask) if np.asarray(mask).dtype == np.bool_ else None
         if is_concrete(norms):
             n = np.asarray(norms)
-            zero = np.flatnonzero(n == 0)
+            zero = np.flatnonzero((n == 0) & (True if keep is None else keep))
             if zero.size:
                 raise ValueError(
                     f"atoms has {zero.size} zero row(s) (e.g. row {int(zero[0])}); an atom must have "
-                    "nonzero norm. Drop those rows or mask them with mask=..."
+                    "nonzero norm. Drop those rows (atoms[np.linalg.norm(atoms, axis=1) > 0]) or "
+                    "mask them out (mask=np.linalg.norm(atoms, axis=1) > 0)."
                 )
+            if keep is not None and (n == 0).any():  # masked zero rows: a placeholder unit atom
+                atoms = jnp.where((n == 0)[:, None], jnp.eye(1, d, dtype=atoms.dtype), atoms)
+                norms = jnp.where(n == 0, 1, norms)
+                n = np.where(n == 0, 1, n)
             off = np.flatnonzero(np.abs(n - 1) > _UNIT_TOL * max(1, d) ** 0.5)
             if off.size and not normalize:
                 raise ValueError(
@@ -109,7 +123,7 @@ class Dictionary(eqx.Module):
     def dtype(self):
         return self.atoms.dtype
 
-    def decode(self, z: Float[Array, " K"]) -> Float[Array, " d"]:
+    def decode(self, z: Real[ArrayLike, " K"]) -> Float[Array, " d"]:
         """Reconstruction ``b + D z`` of one code vector (masked atoms ignored)."""
         return self.bias + jnp.where(self.mask, z, 0) @ self.atoms
 

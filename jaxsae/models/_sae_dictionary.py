@@ -5,11 +5,17 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Real
 
+from .._typing import ArrayLike
 from .._validate import check_data
 from ._dictionary import Dictionary
 from ._sae import SAE
+
+
+def _certificate_dtype(dtype):
+    """The dtype of an SAE's dictionary view: its own, or float32 for half precision."""
+    return jnp.dtype(dtype) if jnp.dtype(dtype).itemsize >= 4 else jnp.dtype(jnp.float32)
 
 
 def _norms(sae: SAE):
@@ -31,7 +37,10 @@ def sae_dictionary(sae: SAE, *, free_bias: bool = True) -> Dictionary:
     n, alive = _norms(sae)
     safe = jnp.where(alive[:, None], sae.W_dec, jnp.ones_like(sae.W_dec))
     atoms = safe / jnp.linalg.norm(safe, axis=1, keepdims=True)
-    return Dictionary(atoms, sae.b_dec, alive, free_bias=free_bias, normalize=False)
+    wide = _certificate_dtype(atoms.dtype)  # half-precision SAEs: certify in float32
+    return Dictionary(
+        atoms.astype(wide), sae.b_dec.astype(wide), alive, free_bias=free_bias, normalize=False
+    )
 
 
 @eqx.filter_jit
@@ -40,7 +49,7 @@ def _codes(sae: SAE, X):
     return jnp.where(alive, jax.vmap(sae.encode)(X) * n, 0)
 
 
-def sae_codes(sae: SAE, X: Float[Array, "N d"]) -> Float[Array, "N K"]:
+def sae_codes(sae: SAE, X: Real[ArrayLike, "N d"]) -> Float[Array, "N K"]:
     """The SAE's codes in the folded dictionary's scale: ``z_k ← z_k ‖W_dec[k]‖`` (THEORY §0)."""
     X = check_data(X, sae.d_in, sae.dtype)
-    return _codes(sae, X)
+    return _codes(sae, X).astype(_certificate_dtype(sae.dtype))
