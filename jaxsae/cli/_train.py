@@ -32,7 +32,9 @@ def add_arguments(p) -> None:
     p.add_argument("--lr", type=float, default=3e-4, help="SAE learning rate (default 3e-4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--checkpoint-dir", default=None, help="checkpoint here and resume from it (SAE or dictionary)"
+        "--checkpoint-dir",
+        default=None,
+        help="checkpoint here and resume from it (SAE or dictionary)",
     )
     p.add_argument(
         "--out", required=True, help="output: SAE folder, or dictionary .safetensors file"
