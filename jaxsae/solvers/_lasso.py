@@ -32,8 +32,10 @@ from .._validate import as_float_array, check_data, check_lam, is_concrete
 from ..models._dictionary import Dictionary
 from ._active_set import polish
 from ._bcd import bcd, block_lipschitz
+from ._homotopy import homotopy as jax_homotopy
 from ._implicit import implicit_codes
 from ._kkt import kkt_from_parts
+from ._lars_ffi import available as path_available, lars
 from ._results import RESULTS
 
 
@@ -119,10 +121,19 @@ def _round(P: _Problem, Zit, Z, gap, kkt, Yc, B, ident, cap: int, pdas: tuple, e
     return Zit, Z, gap, kkt
 
 
-def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
+def _threshold(Yc, tol):
+    """The certified gap per point: ``tol · ½‖y‖²`` (relative; a tiny floor for y = 0)."""
+    return tol * 0.5 * jnp.sum(Yc * Yc, axis=1) + jnp.finfo(Yc.dtype).tiny
+
+
+def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
     """Certified codes for a block of points.
 
-    Round 1 runs on every point, identifying supports in float32 (for float64
+    With ``path`` (``_lars_ffi.lars``, the compiled kernel, or ``_homotopy.homotopy``,
+    the same path in pure JAX): the nonnegative homotopy solves
+    every point exactly (``_lars.cc``), the duality gap certifies each, and only the
+    points it leaves uncertified go on to the gathered rounds below. Without it,
+    round 1 runs on every point, identifying supports in float32 (for float64
     problems) and solving once exactly on them. Later rounds run in the working
     dtype, with a doubled candidate cap, on a fixed-size batch of the points not
     yet certified (gathered, solved, scattered back) until every point is
@@ -134,7 +145,17 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
     # float32 identification: 3 PDAS solves in float32, then 1 exact solve.
     pdas1 = (3, 1) if ident != dtype else (0, pdas_iter)
     B = Yc @ P.atoms.T
-    thresh = tol * 0.5 * jnp.sum(Yc * Yc, axis=1) + jnp.finfo(dtype).tiny
+    if path is not None:  # the exact homotopy, for every point its warm start leaves open
+        rank = min(K, Yc.shape[1])
+        warm = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
+        todo = (
+            jnp.ones((N,), bool)
+            if cold
+            else ~(_evaluate(P.atoms, Yc, warm, P.lam, P.mask).gap <= _threshold(Yc, tol))
+        )
+        Zp, _, _ = path(B, P.G, P.mask, todo, P.lam, cap=rank, max_steps=8 * rank + 64)
+        Z0, cold = jnp.where(todo[:, None], Zp, warm), False
+    thresh = _threshold(Yc, tol)
     Z0 = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
     res0 = (
         kkt_from_parts(Z0, B, Yc, P.lam, P.mask)
@@ -154,8 +175,12 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool):
         )
 
     skip = (Z0, Z0, gap0, kkt0)
-    Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
-    steps = (~done0).astype(jnp.int32)
+    if path is not None:  # the path was round 1; stragglers go to the gathered rounds
+        Zit, Z, gap, kkt = skip
+        steps = jnp.ones((N,), jnp.int32)
+    else:
+        Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
+        steps = (~done0).astype(jnp.int32)
     M = min(N, max(64, -(-N // 64)))
     # Later rounds must hold a whole support (≤ d when unique) plus violators.
     cap2 = min(K, max(2 * cap, min(Yc.shape[1], 128) + 16))
@@ -205,14 +230,14 @@ def _chunked(fn, Yc, Z0, chunk_size):
     return jax.tree.map(lambda a: a.reshape(n_chunks * chunk_size, *a.shape[2:])[:N], out)
 
 
-def _solve_points(atoms, bias, mask, lam, X, Z0, *, tol, max_steps, cfg, chunk_size, cold):
+def _solve_points(atoms, bias, mask, lam, X, Z0, *, tol, max_steps, cfg, chunk_size, cold, path):
     """Certified codes for the points ``X`` on one device (all of them, or its shard)."""
     Yc = X - bias
     G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
     P = _Problem(atoms=atoms, mask=mask, lam=lam, G=G, Ls=block_lipschitz(G, cfg[1]), cfg=cfg)
 
     def solve(Yc, Z0):
-        return _solve_chunk(P, Yc, Z0, tol, max_steps, cold)
+        return _solve_chunk(P, Yc, Z0, tol, max_steps, cold, path)
 
     return _chunked(solve, Yc, Z0, chunk_size)
 
@@ -248,16 +273,17 @@ def _power_of_two_scale(Y):
 
 
 @eqx.filter_jit
-def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh):
+def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh, path):
     atoms, mask, bias = dictionary.atoms, dictionary.mask, dictionary.bias
     cold = init is None
     Z0 = jnp.zeros((X.shape[0], atoms.shape[0]), X.dtype) if cold else init
-    kw = dict(tol=tol, max_steps=max_steps, cfg=cfg, chunk_size=chunk_size, cold=cold)
+    kw = dict(tol=tol, max_steps=max_steps, cfg=cfg, chunk_size=chunk_size, cold=cold, path=path)
     solve = functools.partial(_solve_points, **kw)
     # z(y, λ) = c·z(y/c, λ/c): solve at unit scale, report in the data's units (the
     # gap scales by c², the KKT residual is scale-free).
     c = _power_of_two_scale(X - bias)
-    args = (atoms, bias / c, mask, lam / c, X / c, Z0 / c)
+    # the solver is not differentiated: implicit_codes below gives the derivative
+    args = jax.lax.stop_gradient((atoms, bias / c, mask, lam / c, X / c, Z0 / c))
     if mesh is None:
         Z, gap, kkt, conv, steps = solve(*args)
     else:
@@ -302,6 +328,7 @@ def sparse_code(
     support_cap: int | None = None,
     sweeps: int = 6,
     mesh: Mesh | None | bool = None,
+    homotopy: bool | None = None,
     throw: bool = False,
 ) -> CodeSolution:
     """Optimal nonnegative codes with a duality-gap certificate (THEORY §1).
@@ -341,6 +368,11 @@ def sparse_code(
             Default ``None``: the devices the inputs already live on, or all
             devices, when there are several (inside a trace, only the former);
             ``False``: one device. The codes equal the one-device run.
+        homotopy: solve every point by the exact nonnegative LARS path (default):
+            the compiled CPU kernel ``solvers/_lars.cc`` where it is built, else the
+            same path in pure JAX (``solvers/_homotopy.py``; GPU/TPU); block
+            coordinate descent and active-set rounds then only finish the points it
+            leaves uncertified. ``False``: those rounds only.
         throw: raise if not every point converged.
 
     Returns:
@@ -375,6 +407,8 @@ def sparse_code(
     if mesh is not None and mesh.devices.size == 1:
         mesh = None
     _check_scale(X, dictionary)
+    # the homotopy: the compiled kernel where it is built (CPU), else the same path in JAX
+    path = None if homotopy is False else lars if path_available() else jax_homotopy
     dictionary, (X, init) = place_on(mesh, dictionary, (X, init))
     sol = _sparse_code(
         dictionary,
@@ -386,6 +420,7 @@ def sparse_code(
         cfg,
         None if chunk_size is None else int(chunk_size),
         mesh,
+        path,
     )
     if throw:
         sol = eqx.tree_at(
