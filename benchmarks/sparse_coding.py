@@ -151,7 +151,7 @@ def run_problem(name, n, repeat, no_sklearn):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=8192)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-sklearn", action="store_true")
     parser.add_argument("--only", choices=sorted(PROBLEMS), default=None)
     args = parser.parse_args()

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from ..solvers._cholesky import spd_solve
 from ..solvers._kkt import kkt_from_parts
+from ..solvers._lars_ffi import available as kernel_available, resolve
 
 
 def _point(z, b, G, lam, mask, cap: int):
@@ -34,7 +35,11 @@ def exact_on_support(Z, Y, atoms, lam, mask, tol):
     """
     G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
     cap = min(atoms.shape[0], atoms.shape[1], 64)
-    Zp = jax.vmap(_point, in_axes=(0, 0, None, None, None, None))(Z, Y @ atoms.T, G, lam, mask, cap)
+    if kernel_available():  # CPU: the compiled per-point solve (no batched factorisations)
+        Zp, _ = resolve(Y @ atoms.T, G, jnp.where(mask, Z, 0), lam, cap=cap)
+    else:
+        point = jax.vmap(_point, in_axes=(0, 0, None, None, None, None))
+        Zp = point(Z, Y @ atoms.T, G, lam, mask, cap)
 
     def gap(Z):
         R = Y - Z @ atoms

@@ -29,11 +29,12 @@ namespace ffi = xla::ffi;
 namespace {
 
 struct Work {
-  std::vector<double> c, a, w, z, L, l;
+  std::vector<double> c, a, w, z, L, l, ok;  // ok[k] = 1 for an unmasked atom not in A
   std::vector<int> act;
   std::vector<char> in;
   explicit Work(int K, int cap)
-      : c(K), a(K), w(cap), z(cap), L(static_cast<size_t>(cap) * cap), l(cap), act(cap), in(K) {}
+      : c(K), a(K), w(cap), z(cap), L(static_cast<size_t>(cap) * cap), l(cap + K), ok(K),
+        act(cap), in(K) {}
 };
 
 // x ← (L Lᵀ)⁻¹ x for the leading s×s block of the row-major cap×cap lower factor L.
@@ -107,6 +108,7 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
   int first = -1;
   for (int k = 0; k < K; ++k) {
     W.in[k] = 0;
+    W.ok[k] = mask[k] ? 1.0 : 0.0;
     W.c[k] = mask[k] ? static_cast<double>(b[k]) : -inf;
     if (W.c[k] > t) t = W.c[k], first = k;
   }
@@ -114,7 +116,7 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
   if (!(t > lam)) return 0;  // z = 0 is optimal
   int s = 0;
   if (!chol_append(W, 0, cap, G, K, first)) return 2;
-  W.act[0] = first, W.z[0] = 0, W.in[first] = 1, s = 1;
+  W.act[0] = first, W.z[0] = 0, W.in[first] = 1, W.ok[first] = 0.0, s = 1;
   int dropped = -1, step = 0;
   for (; step < max_steps; ++step) {
     for (int i = 0; i < s; ++i) W.w[i] = 1.0;
@@ -127,13 +129,18 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
     }
     double delta = t - lam;
     int kind = 0, who = -1;
-    // entering: the first k with (t − c_k)/(1 − a_k) < δ, compared without dividing
+    // entering: the k with the smallest (t − c_k)/(1 − a_k) among the allowed atoms; the
+    // ratios are formed branch-free (vectorised), then the minimum is searched
+    if (dropped >= 0) W.ok[dropped] = 0.0;
+    double* r = W.l.data() + cap;  // scratch of length K (W.l holds cap + K)
     for (int k = 0; k < K; ++k) {
       const double slope = 1.0 - W.a[k];
-      const double gap = std::max(t - W.c[k], 0.0);
-      if (gap < delta * slope && slope > 1e-12 && !W.in[k] && mask[k] && k != dropped)
-        delta = gap / slope, kind = 1, who = k;
+      const double num = std::max(t - W.c[k], 0.0);
+      r[k] = (slope > 1e-12) & (W.ok[k] > 0.0) ? num / slope : inf;
     }
+    if (dropped >= 0) W.ok[dropped] = 1.0;
+    for (int k = 0; k < K; ++k)
+      if (r[k] < delta) delta = r[k], kind = 1, who = k;
     for (int i = 0; i < s; ++i) {
       if (W.w[i] < 0) {
         const double d = -W.z[i] / W.w[i];
@@ -151,10 +158,10 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
         *steps_out = step + 1;
         return 2;
       }
-      W.act[s] = who, W.z[s] = 0, W.in[who] = 1, W.c[who] = t, ++s;
+      W.act[s] = who, W.z[s] = 0, W.in[who] = 1, W.ok[who] = 0.0, W.c[who] = t, ++s;
     } else {
       const int k = W.act[who];
-      W.in[k] = 0, W.c[k] = t, dropped = k;
+      W.in[k] = 0, W.ok[k] = 1.0, W.c[k] = t, dropped = k;
       chol_remove(W, s, cap, who);
       --s;
       if (s == 0) {  // every code left: restart from the largest correlation
@@ -163,7 +170,7 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
           if (mask[j] && W.c[j] > best) best = W.c[j], first = j;
         if (!(best > lam)) break;
         if (!chol_append(W, 0, cap, G, K, first)) return 2;
-        W.act[0] = first, W.z[0] = 0, W.in[first] = 1, s = 1, t = best;
+        W.act[0] = first, W.z[0] = 0, W.in[first] = 1, W.ok[first] = 0.0, s = 1, t = best;
       }
     }
   }
@@ -231,7 +238,89 @@ ffi::Error LarsImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<ffi::PRED>
   return ffi::Error::Success();
 }
 
+// Exact codes on the support a point already has: z_S = G_SS⁻¹(b_S − λ1) from a fresh
+// Cholesky factor; ok = 0 (codes left as given) where G_SS is singular, S exceeds cap
+// or a code would not stay positive.
+template <typename T>
+bool resolve_point(const T* b, const T* G, const T* z, int K, double lam, int cap, T* out,
+                   Work& W) {
+  int s = 0;
+  for (int k = 0; k < K; ++k) {
+    out[k] = z[k];
+    if (z[k] > T(0)) {
+      if (s == cap) return false;
+      W.act[s++] = k;
+    }
+  }
+  if (s == 0) return true;
+  double* L = W.L.data();
+  for (int i = 0; i < s; ++i) {
+    double* Li = L + static_cast<size_t>(i) * cap;
+    const T* Gi = G + static_cast<size_t>(W.act[i]) * K;
+    for (int j = 0; j <= i; ++j) {
+      double v = static_cast<double>(Gi[W.act[j]]);
+      const double* Lj = L + static_cast<size_t>(j) * cap;
+      for (int q = 0; q < j; ++q) v -= Li[q] * Lj[q];
+      if (j < i) {
+        Li[j] = v / Lj[j];
+      } else {
+        if (!(v > 1e-12 * std::max(static_cast<double>(Gi[W.act[i]]), 1e-300))) return false;
+        Li[i] = std::sqrt(v);
+      }
+    }
+  }
+  for (int i = 0; i < s; ++i) W.l[i] = static_cast<double>(b[W.act[i]]) - lam;
+  chol_solve(L, s, cap, W.l.data());
+  for (int i = 0; i < s; ++i)
+    if (!(W.l[i] > 0)) return false;
+  for (int i = 0; i < s; ++i) out[W.act[i]] = static_cast<T>(W.l[i]);
+  return true;
+}
+
+template <ffi::DataType DT>
+ffi::Error ResolveImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<DT> Z0,
+                       ffi::Buffer<DT> lam, int64_t cap, int64_t threads,
+                       ffi::ResultBuffer<DT> Z, ffi::ResultBuffer<ffi::PRED> ok) {
+  using T = ffi::NativeType<DT>;
+  const auto dims = B.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("B must be (N, K)");
+  const int64_t N = dims[0], K = dims[1];
+  const int C = static_cast<int>(std::min<int64_t>(cap, K));
+  const double l = static_cast<double>(*lam.typed_data());
+  const T *b = B.typed_data(), *g = G.typed_data(), *z0 = Z0.typed_data();
+  T* z = Z->typed_data();
+  bool* good = ok->typed_data();
+  const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(threads, N / 16 + 1));
+  auto run = [&](int64_t lo, int64_t hi) {
+    Work W(static_cast<int>(K), C);
+    for (int64_t n = lo; n < hi; ++n)
+      good[n] = resolve_point<T>(b + n * K, g, z0 + n * K, static_cast<int>(K), l, C, z + n * K, W);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t i = 1; i < n_threads; ++i)
+    pool.emplace_back(run, N * i / n_threads, N * (i + 1) / n_threads);
+  run(0, N / n_threads);
+  for (auto& th : pool) th.join();
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+#define JAXSAE_RESOLVE_BINDING(DT)      \
+  ffi::Ffi::Bind()                      \
+      .Arg<ffi::Buffer<DT>>()           \
+      .Arg<ffi::Buffer<DT>>()           \
+      .Arg<ffi::Buffer<DT>>()           \
+      .Arg<ffi::Buffer<DT>>()           \
+      .Attr<int64_t>("cap")             \
+      .Attr<int64_t>("threads")         \
+      .Ret<ffi::Buffer<DT>>()           \
+      .Ret<ffi::Buffer<ffi::PRED>>()
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsaeResolveF64, ResolveImpl<ffi::F64>,
+                              JAXSAE_RESOLVE_BINDING(ffi::F64));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxsaeResolveF32, ResolveImpl<ffi::F32>,
+                              JAXSAE_RESOLVE_BINDING(ffi::F32));
 
 #define JAXSAE_LARS_BINDING(DT)                   \
   ffi::Ffi::Bind()                                \

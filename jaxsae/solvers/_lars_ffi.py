@@ -70,6 +70,8 @@ def available() -> bool:
     for name, symbol in (
         ("jaxsae_lars_f64", "JaxsaeLarsF64"),
         ("jaxsae_lars_f32", "JaxsaeLarsF32"),
+        ("jaxsae_resolve_f64", "JaxsaeResolveF64"),
+        ("jaxsae_resolve_f32", "JaxsaeResolveF32"),
     ):
         jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     return True
@@ -100,4 +102,20 @@ def lars(B, G, mask, todo, lam, *, cap: int, max_steps: int):
     return call(
         B, G.astype(B.dtype), mask, todo, jnp.asarray(lam, B.dtype), cap=np.int64(cap),
         max_steps=np.int64(max_steps), threads=np.int64(os.cpu_count() or 1),
+    )  # fmt: skip
+
+
+def resolve(B, G, Z, lam, *, cap: int):
+    """Exact codes on each point's current support, ``z_S = G_SS⁻¹(b_S − λ1)`` (``_lars.cc``).
+
+    Returns ``(Z_exact, ok)``; where ``ok`` is False (singular ``G_SS``, support over
+    ``cap``, a code that would turn nonpositive) the given codes are returned."""
+    if not available():
+        raise RuntimeError("the LARS kernel is not available (see jaxsae.solvers._lars_ffi).")
+    target = "jaxsae_resolve_f64" if B.dtype == jnp.float64 else "jaxsae_resolve_f32"
+    out = (jax.ShapeDtypeStruct(B.shape, B.dtype), jax.ShapeDtypeStruct(B.shape[:1], jnp.bool_))
+    call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
+    return call(
+        B, G.astype(B.dtype), Z.astype(B.dtype), jnp.asarray(lam, B.dtype), cap=np.int64(cap),
+        threads=np.int64(os.cpu_count() or 1),
     )  # fmt: skip
