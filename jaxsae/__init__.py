@@ -14,7 +14,8 @@ from .io._dictionary_file import (
     save_dictionary as save_dictionary,
 )
 from .certificates._wide import wide_bound as wide_bound
-from .certificates._first_order import Certificate as Certificate, certify as certify
+from .certificates._first_order import Certificate as Certificate
+from .certificates._certify import certify as certify
 
 # Second order, GS10 λ → 0 checks for bases, splitting and adding atoms (THEORY §4, §5)
 from .certificates._second_order import (
@@ -78,11 +79,11 @@ from .learning._dl_policy import (
     KeepDead as KeepDead,
     ReseedDead as ReseedDead,
 )
-from .learning._dictionary_learning import (
+from .learning._dl_setup import (
     DictionaryHistory as DictionaryHistory,
     LearningResult as LearningResult,
-    learn_dictionary as learn_dictionary,
 )
+from .learning._dictionary_learning import learn_dictionary as learn_dictionary
 from .learning._sweep import sweep as sweep
 from .learning._dl_sweep_result import SweepResult as SweepResult
 from .phenomena._family_tree import FamilyTree as FamilyTree, family_tree as family_tree
@@ -119,8 +120,6 @@ from .convex._candidates import (
 from .convex._path import candidate_path as candidate_path
 
 # Scale: streaming over memmaps / chunk iterables, data- and atom-parallel meshes
-from .certificates._certify_stream import certify_stream as certify_stream
-from .certificates._second_order_stream import second_order_stream as second_order_stream
 from .certificates._evaluate import Evaluation as Evaluation, evaluate as evaluate
 from ._sharding import (
     data_mesh as data_mesh,

@@ -12,11 +12,15 @@ reductions; no communication is written by hand.
 
 from __future__ import annotations
 
+import abc
 import ctypes
 import ctypes.util
+import functools
 import mmap
 from collections.abc import Callable, Iterator
+from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,6 +119,190 @@ def _page_release(X) -> Callable[[list], None]:
     return release
 
 
+class Pass(eqx.Module):
+    """Where the data of a pass lives, and how the pass visits it chunk by chunk.
+
+    Every reduction over points in jaxsae is written once as *chunk statistics →
+    combine → finish*: a function ``fn(chunks, w, start, *args) -> (acc,
+    per_point)`` of one fixed-size chunk (``chunks``: a tuple of ``(chunk_size, ·)``
+    arrays, rows of X and of any per-point companions such as codes; ``w``:
+    1 for real rows, 0 for padding; ``start``: the chunk's first row), and an
+    associative ``combine(acc_a, acc_b)``. A ``Pass`` decides where the chunks
+    come from: :class:`Resident` scans over device arrays inside one compiled
+    program, :class:`Streamed` loops on the host over memmaps or chunk lists
+    (memory bounded by the chunk size) and may shard each chunk over a mesh.
+    ``fn`` and ``combine`` must be compiled functions (``eqx.filter_jit``) for
+    the streamed strategy; the resident one traces them into its own program.
+    """
+
+    chunk_size: int = eqx.field(static=True)
+    resident: ClassVar[bool]  # the data is on the device (passes can be compiled whole)
+
+    @abc.abstractmethod
+    def run(self, fn: Callable, combine: Callable, data: tuple, args: tuple = (), dtype=None,
+            widths: tuple | None = None):  # fmt: skip
+        """``(acc, per_point, n)``: the combined statistics, the per-point outputs
+        concatenated over the ``n`` real rows, and ``n``. Chunks are cast to
+        ``dtype`` (default: that of the first floating array in ``args``);
+        ``widths`` (streamed data) are the column counts each input must have."""
+
+    def run_then(self, fn, combine, finish, data, args=(), finish_args=(), dtype=None,
+                 widths=None):  # fmt: skip
+        """``finish(acc, per_point, n, *finish_args)`` after :meth:`run` (``n`` an array).
+
+        Resident data runs the pass and ``finish`` in one compiled program; streamed
+        data runs ``finish`` (a compiled function) once on the combined statistics."""
+        acc, per_point, n = self.run(fn, combine, data, args, dtype, widths)
+        return finish(acc, per_point, jnp.asarray(n), *finish_args)
+
+
+class Resident(Pass):
+    """Device arrays, reduced by ``lax.scan`` over chunks (traceable: call it under ``jit``)."""
+
+    resident: ClassVar[bool] = True
+
+    def run(self, fn, combine, data, args=(), dtype=None, widths=None):
+        del widths  # device arrays: shapes were checked by the caller
+        if dtype is not None:
+            data = tuple(jnp.asarray(a, dtype) for a in data)
+        N = data[0].shape[0]
+        c = max(1, min(self.chunk_size, N))
+        n = -(-N // c)
+        pad = n * c - N
+
+        def stack(a):
+            a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+            return a.reshape(n, c, *a.shape[1:])
+
+        chunks = tuple(stack(a) for a in data)
+        w = stack(jnp.ones((N,), data[0].dtype))
+        starts = jnp.arange(n, dtype=jnp.int32) * c
+        shapes = jax.eval_shape(lambda: fn(tuple(a[0] for a in chunks), w[0], starts[0], *args))
+        acc0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
+
+        def step(acc, inp):
+            i, xs, wc, start = inp
+            part, per_point = fn(xs, wc, start, *args)
+            merged = combine(acc, part)
+            acc = jax.tree.map(lambda m, p: jnp.where(i == 0, p, m), merged, part)
+            return acc, per_point
+
+        acc, per_point = jax.lax.scan(step, acc0, (jnp.arange(n), chunks, w, starts))
+        per_point = jax.tree.map(lambda a: a.reshape(n * c, *a.shape[2:])[:N], per_point)
+        return acc, per_point, N
+
+    def run_then(self, fn, combine, finish, data, args=(), finish_args=(), dtype=None,
+                 widths=None):  # fmt: skip
+        del widths
+        return _resident_then(self, fn, combine, finish, data, args, finish_args, dtype)
+
+
+@eqx.filter_jit
+def _resident_then(how, fn, combine, finish, data, args, finish_args, dtype):
+    acc, per_point, n = how.run(fn, combine, data, args, dtype)
+    return finish(acc, per_point, jnp.asarray(n), *finish_args)
+
+
+class Streamed(Pass):
+    """Chunks read on the host from arrays, memmaps, chunk lists or iterators.
+
+    Memory is bounded by ``chunk_size`` (pages of a memmap are released after each
+    copy); with a ``mesh`` each chunk's rows are sharded over its ``"data"`` axis
+    and the arguments replicated, and XLA reduces across devices. Non-finite data
+    is refused with the rows it is in.
+    """
+
+    resident: ClassVar[bool] = False
+    mesh: Mesh | None = eqx.field(static=True, default=None)
+    progress: bool = eqx.field(static=True, default=False)
+    desc: str = eqx.field(static=True, default="streaming")
+
+    def run(self, fn, combine, data, args=(), dtype=None, widths=None):
+        n_dev = 1 if self.mesh is None else self.mesh.devices.size
+        c = -(-self.chunk_size // n_dev) * n_dev
+        dtype = _args_dtype(args, data[0]) if dtype is None else dtype
+        if self.mesh is not None:
+            arrays, rest = eqx.partition(args, eqx.is_array)
+            args = eqx.combine(jax.device_put(arrays, NamedSharding(self.mesh, P())), rest)
+        acc, per_point, n = None, [], 0
+        total = data[0].shape[0] if hasattr(data[0], "shape") else None
+        bar = _progress(self.progress, total, self.desc)
+        widths = (None,) * len(data) if widths is None else widths
+        streams = [iter_chunks(a, c, k) for a, k in zip(data, widths, strict=True)]
+        for pieces in zip(*streams, strict=False):
+            n_valid = pieces[0][1]
+            first = pieces[0][0]
+            if not np.isfinite(first[:n_valid]).all():
+                raise ValueError(
+                    f"the data has non-finite values (NaN/Inf) in rows {n}..{n + n_valid - 1}. "
+                    "Remove or impute them first."
+                )
+            w = (np.arange(c) < n_valid).astype(dtype)
+            chunks = tuple(self._put(p.astype(dtype, copy=False), 2) for p, _ in pieces)
+            part, pp = fn(chunks, self._put(w, 1), jnp.asarray(n, jnp.int32), *args)
+            if acc is None:
+                release_freed_memory()  # the first chunk compiled ``fn``
+                acc = part
+            else:
+                acc = combine(acc, part)
+            per_point.append(jax.tree.map(lambda a, k=n_valid: np.asarray(a)[:k], pp))
+            n += n_valid
+            if bar is not None:
+                bar.update(n_valid)
+        if bar is not None:
+            bar.close()
+        if acc is None:
+            raise ValueError("the data is empty (0 points). Pass at least one data point.")
+        per_point = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a)), *per_point)
+        if self.mesh is not None:
+            acc = jax.tree.map(jnp.asarray, jax.device_get(acc))
+        return acc, per_point, n
+
+    def _put(self, a, rank: int):
+        if self.mesh is None:
+            return jnp.asarray(a)
+        spec = P("data", None) if rank == 2 else P("data")
+        return jax.device_put(a, NamedSharding(self.mesh, spec))
+
+
+def resolve_mesh(mesh) -> Mesh | None:
+    """``None``: all devices when there are several; ``False``: one device; a mesh as given."""
+    return data_mesh() if mesh is None else (None if mesh is False else mesh)
+
+
+def pass_for(X, chunk_size=None, *, mesh=None, progress=False, desc="streaming") -> Pass:
+    """The strategy for ``X``: :class:`Streamed` for memmaps, chunk lists and iterators
+    (default chunk ``DEFAULT_CHUNK``), :class:`Resident` for arrays (default: all rows)."""
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+    if is_streamable(X):
+        chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
+        return Streamed(chunk, resolve_mesh(mesh), bool(progress), desc)
+    n = int(np.shape(X)[0])
+    return Resident(max(1, n if chunk_size is None else min(int(chunk_size), n)))
+
+
+def _args_dtype(args, X):
+    for leaf in jax.tree.leaves(args):
+        if eqx.is_array(leaf) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.dtype
+    return np.dtype(getattr(X, "dtype", np.float32))
+
+
+@eqx.filter_jit
+def summed(fn, chunks, w, start, *args):
+    """``fn(Xc, valid, *args)`` as a chunk statistic of a :class:`Pass` (no per-point
+    outputs); use as ``functools.partial(summed, fn)``."""
+    del start
+    return fn(chunks[0], w > 0, *args), ()
+
+
+@eqx.filter_jit
+def add_trees(a, b):
+    """The default ``combine``: leaf by leaf ``+``."""
+    return jax.tree.map(jnp.add, a, b)
+
+
 def stream_sum(
     fn: Callable,
     X,
@@ -127,18 +315,17 @@ def stream_sum(
     desc: str = "streaming",
     combine: Callable | None = None,
 ):
-    """``Σ_chunks fn(X_chunk, valid, *args)`` accumulated as a pytree.
+    """``Σ_chunks fn(X_chunk, valid, *args)`` over a :class:`Streamed` pass.
 
     Args:
         fn: a function of ``(Xc (chunk_size, d), valid (chunk_size,) bool, *args)``
             returning a pytree of arrays that are *sums over the chunk's valid points*.
-            It is jitted once (fixed chunk shape).
+            Compiled once per function object (fixed chunk shape).
         X: an array, ``numpy.memmap`` or iterable of chunks.
         chunk_size: points per chunk (rounded up to a multiple of the device count).
         args: further (device) arguments, replicated.
-        dtype: cast chunks to this dtype (default: the dtype of ``args[0]`` leaves or X's).
-        mesh: a 1-d ``"data"`` mesh to shard chunks over (default ``None``: all devices
-            when there are several; ``False``: the default device only).
+        dtype: cast chunks to this dtype (default: the dtype of ``args``' float leaves or X's).
+        mesh: as in :func:`resolve_mesh`.
         progress: show a tqdm progress bar.
         combine: how two partial results merge (default: leaf by leaf ``+``); e.g.
             ``lambda a, b: (add(a[0], b[0]), maximum(a[1], b[1]))`` for sums and maxima.
@@ -146,47 +333,10 @@ def stream_sum(
     Returns:
         The accumulated pytree and the number of points seen.
     """
-    mesh = data_mesh() if mesh is None else (None if mesh is False else mesh)
-    n_dev = 1 if mesh is None else mesh.devices.size
-    chunk_size = -(-chunk_size // n_dev) * n_dev
-    jitted = _jitted(fn)
-    total, count = None, 0
-    n_total = X.shape[0] if hasattr(X, "shape") else None
-    bar = _progress(progress, n_total, desc)
-    for chunk, n_valid in iter_chunks(X, chunk_size):
-        if dtype is not None:
-            chunk = chunk.astype(dtype, copy=False)
-        valid = np.arange(chunk_size) < n_valid
-        if mesh is None:
-            Xc, vc = jnp.asarray(chunk), jnp.asarray(valid)
-        else:
-            Xc = jax.device_put(chunk, NamedSharding(mesh, P("data", None)))
-            vc = jax.device_put(valid, NamedSharding(mesh, P("data")))
-        part = jitted(Xc, vc, *args)
-        if count == 0:
-            release_freed_memory()  # the first chunk compiled ``fn``
-        if total is None:
-            total = part
-        else:
-            total = jax.tree.map(jnp.add, total, part) if combine is None else combine(total, part)
-        count += n_valid
-        if bar is not None:
-            bar.update(n_valid)
-    if bar is not None:
-        bar.close()
-    if total is None:
-        raise ValueError("the data is empty (0 points). Pass at least one data point.")
-    return total, count
-
-
-_JIT_CACHE: dict = {}
-
-
-def _jitted(fn):
-    # One compiled function per Python function object, so repeated streams reuse it.
-    if fn not in _JIT_CACHE:
-        _JIT_CACHE[fn] = jax.jit(fn)
-    return _JIT_CACHE[fn]
+    acc, _, n = Streamed(chunk_size, resolve_mesh(mesh), progress, desc).run(
+        functools.partial(summed, fn), add_trees if combine is None else combine, (X,), args, dtype
+    )
+    return acc, n
 
 
 def _progress(enabled: bool, total, desc: str):

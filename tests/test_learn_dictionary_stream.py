@@ -16,8 +16,8 @@ import pytest
 
 import jaxsae
 from jaxsae.learning import _dl_driver, _dl_stream
-from jaxsae.learning._dictionary_learning import data_init, make_config
 from jaxsae.learning._dl_manifold import stack
+from jaxsae.learning._dl_setup import LearnerConfig, data_init
 from jaxsae.learning._dl_steps import init_state
 from jaxsae.learning._dl_stream_source import CodeCache
 
@@ -133,18 +133,18 @@ def _one_alternating_step(X, P, mask, policy, free_bias):
 
     The in-memory step is the driver's compiled one (shared with ``reference``).
     """
-    cfg = make_config(
+    cfg = LearnerConfig.make(
         X.dtype, max_steps=1, warm_steps=1, tol=None, memory=10, dead_atoms=policy,
         bias=free_bias, code_tol=None,
     )  # fmt: skip
     lam = jnp.asarray(LAM, X.dtype)
-    state = init_state(P, jnp.asarray(X), cfg["memory"])
+    state = init_state(P, jnp.asarray(X), cfg.memory)
     mem = _dl_driver._alternating(
-        state, jnp.asarray(X), lam, mask, policy, free_bias, cfg["inner_steps"], False
+        state, jnp.asarray(X), lam, mask, policy, free_bias, cfg.inner_steps, False
     )
     stream = _dl_stream.open_stream(np.split(X, SPLITS), CHUNK)
     cache = CodeCache(CHUNK, P.shape[0] - 1, X.dtype)
-    sstate = init_state(P, jnp.zeros((0, X.shape[1]), X.dtype), cfg["memory"])
+    sstate = init_state(P, jnp.zeros((0, X.shape[1]), X.dtype), cfg.memory)
     out = _dl_stream._alternating(stream, sstate, lam, mask, cfg, cache)
     codes = np.concatenate([cache.read(i) for i in range(-(-X.shape[0] // CHUNK))])
     cache.close()

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxsae
-from jaxsae.certificates import _certify_stream, _first_order, _second_order
+from jaxsae import _streaming
+from jaxsae.certificates import _first_order, _hessian, _second_order
 from jaxsae.convex import _candidates, _wide_limit
 from jaxsae.learning import _dl_driver
 from jaxsae.solvers import _lasso
@@ -42,13 +43,13 @@ def test_sparse_code_and_certify(traces):
         lambda lam, tol: jaxsae.sparse_code(D, X, lam, tol=tol), [(0.1, 1e-10), (0.2, 1e-11)],
     )  # fmt: skip
     _twice(
-        traces, [(_first_order, "_certify")],
+        traces, [(_streaming, "_resident_then")],
         lambda lam, tol: jaxsae.certify(D, X, lam, tol=tol, antipodal_cos=tol * 1e5),
         [(0.1, 1e-6), (0.15, 1e-7)],
     )  # fmt: skip
     chunks = [np.asarray(X[:25]), np.asarray(X[25:])]
     _twice(
-        traces, [(_certify_stream, "_chunk")],
+        traces, [(_first_order, "_chunk_stats")],
         lambda lam, tol: jaxsae.certify(D, chunks, lam, tol=tol, chunk_size=16),
         [(0.1, 1e-6), (0.15, 1e-7)],
     )  # fmt: skip
@@ -59,7 +60,7 @@ def test_second_order(traces):
     lam = 0.1  # the support sizes (a static cap) must not change between the calls
     _twice(
         traces,
-        [(_second_order, "_supports"), (_second_order, "_measures"), (_second_order, "_mvs")],
+        [(_second_order, "_supports"), (_second_order, "_measures"), (_hessian, "_flat_mvs")],
         lambda lam, tol: jaxsae.second_order(D, X, lam, first_order_tol=tol),
         [(lam, 1e-6), (lam * (1 + 1e-9), 2e-6)],
     )  # fmt: skip

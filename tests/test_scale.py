@@ -17,7 +17,6 @@ import pytest
 import jaxsae
 from jaxsae._sharding import model_mesh, replicate, shard_atoms, shard_rows
 from jaxsae._streaming import is_streamable
-from jaxsae.certificates._certify_stream import certify_stream
 
 LAM = 0.2
 FIELDS = [
@@ -55,12 +54,12 @@ def test_streaming_certify_on_memmap_and_chunk_iterable_equals_in_memory(tmp_pat
     np.save(tmp_path / "x.npy", X)
     mm = np.load(tmp_path / "x.npy", mmap_mode="r")
     whole = jaxsae.certify(D, X, LAM)
-    streamed = jaxsae.certify(D, mm, LAM, chunk_size=64)  # dispatches to certify_stream
+    streamed = jaxsae.certify(D, mm, LAM, chunk_size=64)  # streamed: a host loop over chunks
     assert streamed.residual_norm.shape == (300,)
     _assert_same(whole, streamed)
     # an iterable of uneven pieces is re-chunked (same compiled chunk function)
     pieces = iter([X[:50], X[50:51], X[51:180], X[180:]])
-    _assert_same(whole, certify_stream(D, pieces, LAM, chunk_size=64))
+    _assert_same(whole, jaxsae.certify(D, pieces, LAM, chunk_size=64))
 
 
 def test_streaming_certify_of_given_codes_from_a_memmap(tmp_path):
@@ -68,7 +67,7 @@ def test_streaming_certify_of_given_codes_from_a_memmap(tmp_path):
     np.save(tmp_path / "z.npy", Z)
     zm = np.load(tmp_path / "z.npy", mmap_mode="r")
     whole = jaxsae.certify(D, X, LAM, codes=Z)
-    streamed = certify_stream(D, X, LAM, codes=zm, chunk_size=64)
+    streamed = jaxsae.certify(D, X, LAM, codes=zm, chunk_size=64)
     _assert_same(whole, streamed, rtol=1e-7, atol=1e-10)
     # independent: the objective and residual norms of the given codes, in NumPy
     R = X - np.asarray(D.bias) - Z @ np.asarray(D.atoms)
@@ -84,42 +83,50 @@ def test_streaming_certify_of_given_codes_from_a_memmap(tmp_path):
 def test_streaming_errors_are_clear():
     D, X, _ = _problem(N=20)
     with pytest.raises(ValueError, match="codes"):
-        certify_stream(D, iter([X]), LAM, codes=np.zeros((20, 7)))
+        jaxsae.certify(D, iter([X]), LAM, codes=np.zeros((20, 7)))
     with pytest.raises(ValueError, match="features"):
-        certify_stream(D, iter([X[:, :3]]), LAM)
+        jaxsae.certify(D, iter([X[:, :3]]), LAM)
     bad = X.copy()
     bad[7, 2] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
-        certify_stream(D, bad, LAM, chunk_size=8)
+        jaxsae.certify(D, bad, LAM, chunk_size=8)
     with pytest.raises(ValueError, match="empty"):
-        certify_stream(D, iter([]), LAM)
+        jaxsae.certify(D, iter([]), LAM)
 
 
 def test_streamed_hessian_vector_product_equals_in_memory(tmp_path):
-    """(§4) ∇²F[Ξ, ḃ] from a memmap of data and codes, chunk by chunk, against the
-    in-memory frozen-support operator, and against finite differences of its gradient."""
+    """(§4) Hess F[Ξ, ḃ] from a memmap of data and codes, chunk by chunk (every product a
+    pass), against the resident operator (inverse Grams kept), and the resident operator's
+    Euclidean part against finite differences of its gradient (private pieces: the
+    public operator is Riemannian, the finite difference needs the Euclidean one)."""
     from jaxsae.certificates._hessian import euclidean_hvp, frozen_gradient, frozen_support
-    from jaxsae.certificates._hessian_stream import hessian_vector_stream
 
     D, X, _ = _problem()
     lam = jnp.asarray(LAM)
     Z = np.asarray(jaxsae.sparse_code(D, X, lam).codes)
-    cap = int((Z > 0).sum(1).max())
     np.save(tmp_path / "x.npy", X)
     np.save(tmp_path / "z.npy", Z)
     xm, zm = np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "z.npy", mmap_mode="r")
     rng = np.random.default_rng(3)
     Xi, bd = rng.standard_normal(D.atoms.shape), rng.standard_normal(D.bias.shape)
+    resident = jaxsae.hessian_operator(D, X, lam, codes=Z)
+    streamed = jaxsae.hessian_operator(D, xm, lam, codes=zm, chunk_size=48)
+    rA, rb = resident.mv(jnp.asarray(Xi), jnp.asarray(bd))
+    sA, sb = streamed.mv(jnp.asarray(Xi), jnp.asarray(bd))
+    np.testing.assert_allclose(np.asarray(sA), np.asarray(rA), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(np.asarray(sb), np.asarray(rb), rtol=1e-10, atol=1e-13)
+    solved = jaxsae.hessian_operator(D, [np.asarray(X[:70]), np.asarray(X[70:])], lam)
+    np.testing.assert_allclose(
+        np.asarray(solved.mv(jnp.asarray(Xi), jnp.asarray(bd))[0]), np.asarray(rA), atol=1e-9
+    )
+    cap = int((Z > 0).sum(1).max())
     fs = frozen_support(D, jnp.asarray(X), jnp.asarray(Z), lam, jnp.asarray(Z > 0), cap, 64)
-    hA, hb = euclidean_hvp(fs, D.atoms, D.bias, lam, jnp.asarray(Xi), jnp.asarray(bd))
-    sA, sb = hessian_vector_stream(D, xm, zm, lam, Xi, bd, cap=cap, chunk_size=48)
-    np.testing.assert_allclose(np.asarray(sA), np.asarray(hA), rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(np.asarray(sb), np.asarray(hb), rtol=1e-10, atol=1e-13)
+    hA, _ = euclidean_hvp(fs, D.atoms, D.bias, lam, jnp.asarray(Xi), jnp.asarray(bd))
     eps = 1e-6
     gp = frozen_gradient(fs, D.atoms + eps * Xi, D.bias + eps * bd, lam)
     gm = frozen_gradient(fs, D.atoms - eps * Xi, D.bias - eps * bd, lam)
     np.testing.assert_allclose(
-        np.asarray(sA), (np.asarray(gp[0]) - np.asarray(gm[0])) / (2 * eps), atol=1e-7
+        np.asarray(hA), (np.asarray(gp[0]) - np.asarray(gm[0])) / (2 * eps), atol=1e-7
     )
 
 
@@ -216,8 +223,7 @@ SHARDED_CHILD = textwrap.dedent(
     import jaxsae
     from jaxsae._streaming import is_streamable
     from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
-    from jaxsae.certificates._certify_stream import certify_stream
-    from jaxsae.certificates._second_order import second_order_dense
+        from jaxsae.certificates._second_order import second_order_dense
     assert len(jax.devices()) == 8
     mesh, mm = data_mesh(), model_mesh()
     rng = np.random.default_rng(0)
@@ -232,9 +238,9 @@ SHARDED_CHILD = textwrap.dedent(
         return len(a.sharding.device_set)
     out = {}
     # certify: streamed over the data mesh vs one device, and in memory on sharded rows
-    one = certify_stream(D, X, lam, chunk_size=96, mesh=False)
+    one = jaxsae.certify(D, X, lam, chunk_size=96, mesh=False)
     one_codes = jnp.asarray(Z)
-    many = certify_stream(D, X, lam, chunk_size=96)
+    many = jaxsae.certify(D, X, lam, chunk_size=96)
     rows = jaxsae.certify(D, shard_rows(X, mesh), lam)
     out["certify_stream"] = max(err(one.pair_violation, many.pair_violation),
                                 err(one.residual_norm, many.residual_norm), err(one.objective, many.objective))

@@ -1,7 +1,7 @@
 """Streamed second-order certificate (THEORY §4, issue 10) against the in-memory one.
 
 ``jaxsae.second_order`` on a memmap, a list of chunks or a one-shot iterator
-streams every pass over the data (``second_order_stream``); it must give the
+streams every pass over the data (``_second_order_streamed``); it must give the
 in-memory certificate's numbers, and its eigenvector must be an eigenvector of
 the dense Riemannian Hessian (``second_order_dense``, itself checked against
 finite differences of the true F in test_second_order.py). One problem size
@@ -20,7 +20,6 @@ import pytest
 import jaxsae
 from jaxsae.certificates import _second_order
 from jaxsae.certificates._second_order import second_order_dense
-from jaxsae.certificates._second_order_stream import second_order_stream
 
 D_, K_, N_, LAM, CHUNK = 5, 4, 150, 0.1, 32
 KW = dict(n_eigs=2, tol=1e-10, chunk_size=CHUNK, key=jax.random.key(1))
@@ -132,17 +131,17 @@ def test_degenerate_pairs_from_a_one_shot_iterator(ref, tmp_path, monkeypatch, c
 def test_clear_errors(ref, unchecked):
     D, X, codes, _, _ = ref
     with pytest.raises(ValueError, match="rows of X"):
-        second_order_stream(D, [X[:100], X[100:]], LAM, codes=codes[:-1])
+        jaxsae.second_order(D, [X[:100], X[100:]], LAM, codes=codes[:-1])
     with pytest.raises(ValueError, match="features"):
-        second_order_stream(D, [X[:, :3]], LAM)
+        jaxsae.second_order(D, [X[:, :3]], LAM)
     with pytest.raises(ValueError, match=r"shape \(N, 5\)"):
-        second_order_stream(D, np.zeros((4, 3)).view(np.memmap), LAM)
+        jaxsae.second_order(D, np.zeros((4, 3)).view(np.memmap), LAM)
     with pytest.raises(ValueError, match="empty"):
-        second_order_stream(D, iter([]), LAM)
+        jaxsae.second_order(D, iter([]), LAM)
     with pytest.raises(ValueError, match="non-finite"):
         bad = X.copy()
         bad[77, 1] = np.nan
-        second_order_stream(D, [bad], LAM, codes=codes)
+        jaxsae.second_order(D, [bad], LAM, codes=codes)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
-"""First-order certificates of a dictionary: ``certify`` and ``Certificate``.
+"""The first-order certificate of a dictionary: ``Certificate`` and the pass that fills it.
 
-One streaming pass over the data (``lax.scan`` over chunks of points) collects
+One pass over the data (``jaxsae._streaming.Pass``: ``lax.scan`` over chunks of
+resident points, or a host loop over a memmap or chunk list) collects
 what THEORY §1–§3 and §6 ask of a dictionary with optimal (or given) codes:
 
 - codes: objective, duality gap, KKT residual, degenerate pairs (§1);
@@ -15,18 +16,15 @@ Only ``O(K² + K d)`` accumulators and ``O(N)`` per-point numbers are kept.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Bool, Float, Real
+from jaxtyping import Array, Bool, Float
 
-from .._streaming import is_streamable
-from .._typing import ArrayLike, Chunks
-from .._validate import as_float_array, check_data, check_lam
+from .._streaming import Pass
 from ..models._dictionary import Dictionary
 from ..solvers._kkt import kkt_from_parts
 from ..solvers._lasso import sparse_code
@@ -201,40 +199,40 @@ def _acc_dtype(dtype):
     return jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
 
 
-def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: int | None = None):
-    """Per-chunk statistics; ``w`` zeroes padded rows.
+@eqx.filter_jit
+def _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_given: bool):
+    """One chunk's statistics (THEORY §1–§3, §6) for :class:`jaxsae._streaming.Pass`.
 
-    ``Zc`` with no columns: the codes are solved here. ``codes_given``: ``Zc`` are
-    codes to judge (an SAE's), compared with solved ones (amortisation gap).
-    Otherwise ``Zc`` are already-solved codes, used as they are."""
+    ``chunks`` is ``(Xc,)``: the codes are solved here; or ``(Xc, Zc)``: with
+    ``codes_given`` the codes to judge (an SAE's), compared with solved ones
+    (amortisation gap), otherwise already-solved codes used as they are. ``w``
+    zeroes padded rows; ``start`` is the chunk's first row."""
+    Xc = chunks[0]
     atoms, mask = dictionary.atoms, dictionary.mask
     K, d = atoms.shape
     Yc = Xc - dictionary.bias
+    opt_gap = jnp.zeros(Xc.shape[:1], Xc.dtype)
+    if len(chunks) == 1:
+        Zc = sparse_code(dictionary, Xc, lam).codes
+    else:
+        Zc = jnp.where(mask, chunks[1], 0)
     if codes_given:
-        Zc = jnp.where(mask, Zc, 0)
         opt = sparse_code(dictionary, Xc, lam).codes  # cold start: SAE codes can be far off
         opt_kkt = kkt_from_parts(opt, (Yc - opt @ atoms) @ atoms.T, Yc - opt @ atoms, lam, mask)
         opt_obj, opt_gap = opt_kkt.primal, opt_kkt.gap * w
-    elif Zc.shape[-1] == K:
-        Zc = jnp.where(mask, Zc, 0)
-    else:
-        Zc = sparse_code(dictionary, Xc, lam).codes
     Zc = Zc * w[:, None]
     Rc = (Yc - Zc @ atoms) * w[:, None]
     Gc = Rc @ atoms.T
     kkt = kkt_from_parts(Zc, Gc, Rc, lam, mask)
     obj = kkt.primal
     amort = (obj - opt_obj) * w if codes_given else jnp.zeros_like(obj)
-    if not codes_given:
-        opt_gap = jnp.zeros_like(obj)
     active = (Zc > 0) & mask
     A = active.astype(acc)
     Zw = jnp.where(mask, Zc, 0).astype(acc)
     slack = jnp.where(mask & ~active, lam - Gc, 0).astype(acc)
     degenerate = degenerate_pairs(Zc, Gc, lam, tol, mask) & (w[:, None] > 0)
-    cap = min(K, d, DEFAULT_SUPPORT_CAP) if cap is None else min(cap, K)
     shrink, singular, overflow = jax.vmap(shrinkage_component, in_axes=(None, 0, None, None))(
-        atoms, jnp.where(mask, Zc, 0), lam, cap
+        atoms, jnp.where(mask, Zc, 0), lam, min(cap, K)
     )
     rnorm = jnp.sqrt(jnp.sum(Rc * Rc, axis=1))
     snorm = jnp.sqrt(jnp.sum(shrink * shrink, axis=1))
@@ -266,64 +264,37 @@ def _chunk_stats(dictionary, lam, tol, Xc, Zc, w, codes_given: bool, acc, cap: i
     }
     maxes = {"gap": jnp.max(kkt.gap).astype(acc), "kkt": jnp.max(kkt.kkt).astype(acc)}
     i = jnp.argmax(rnorm)
-    worst = (rnorm[i].astype(acc), Rc[i].astype(acc), i.astype(jnp.int32))
-    return sums, maxes, worst, (rnorm, snorm, cbound)
+    worst = (rnorm[i].astype(acc), Rc[i].astype(acc), start + i.astype(jnp.int32))
+    return (sums, maxes, worst), (rnorm, snorm, cbound)
 
 
 @eqx.filter_jit
-def _certify(
-    dictionary, X, lam, codes, tol, antipodal_cos, chunk_size: int, cap: int, codes_given: bool
-):
-    """The certificate; ``codes`` are judged (``codes_given``), used as solved, or None."""
-    N, d = X.shape
-    K = dictionary.n_atoms
-    dtype = dictionary.dtype
-    acc = _acc_dtype(dtype)
-    n_chunks = -(-N // chunk_size)
-    pad = n_chunks * chunk_size - N
-    Xp = jnp.pad(X, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, d)
-    wp = jnp.pad(jnp.ones((N,), dtype), (0, pad)).reshape(n_chunks, chunk_size)
-    Zp = (
-        jnp.pad(codes, ((0, pad), (0, 0))).reshape(n_chunks, chunk_size, K)
-        if codes is not None
-        else jnp.zeros((n_chunks, chunk_size, 0), dtype)
-    )
-    base = jnp.zeros((), acc)
-    shapes = jax.eval_shape(
-        lambda: _chunk_stats(dictionary, lam, tol, Xp[0], Zp[0], wp[0], codes_given, acc, cap)[0]
-    )
-    sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    worst0 = (base - 1, jnp.zeros((d,), acc), jnp.zeros((), jnp.int32))
-    carry0 = (sums0, {"gap": base, "kkt": base}, worst0)
-
-    def step(carry, inp):
-        sums, maxes, (best, rvec, where) = carry
-        i, Xc, Zc, w = inp
-        s, m, (rb, rv, ri), per_point = _chunk_stats(
-            dictionary, lam, tol, Xc, Zc, w, codes_given, acc, cap
-        )
-        sums = jax.tree.map(jnp.add, sums, s)
-        maxes = jax.tree.map(jnp.maximum, maxes, m)
-        better = rb > best
-        worst = (
-            jnp.where(better, rb, best),
-            jnp.where(better, rv, rvec),
-            jnp.where(better, i * chunk_size + ri, where),
-        )
-        return (sums, maxes, worst), per_point
-
-    (sums, maxes, worst), per_point = jax.lax.scan(
-        step, carry0, (jnp.arange(n_chunks, dtype=jnp.int32), Xp, Zp, wp)
-    )
-    per_point = jax.tree.map(lambda a: a.reshape(-1)[:N], per_point)
-    return _assemble(
-        dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given, cap
-    )
+def _combine(a, b):
+    """Merge two chunks' statistics: sums add, maxima take the larger, the worst point wins."""
+    (sa, ma, wa), (sb, mb, wb) = a, b
+    better = wb[0] > wa[0]
+    worst = jax.tree.map(lambda x, y: jnp.where(better, y, x), wa, wb)
+    return jax.tree.map(jnp.add, sa, sb), jax.tree.map(jnp.maximum, ma, mb), worst
 
 
-def _assemble(
-    dictionary, lam, tol, antipodal_cos, N, sums, maxes, worst, per_point, codes_given, cap: int
-):
+def first_order_pass(dictionary, X, lam, codes, tol, antipodal_cos, cap: int, codes_given: bool,
+                     how: Pass) -> Certificate:  # fmt: skip
+    """The certificate from one pass over ``X`` (and ``codes``, if any) placed by ``how``.
+
+    ``codes`` are judged (``codes_given``), used as solved, or None (solved per chunk)."""
+    data = (X,) if codes is None else (X, codes)
+    args = (dictionary, lam, tol, _acc_dtype(dictionary.dtype), cap, codes_given)
+    widths = (dictionary.n_features, dictionary.n_atoms)[: len(data)]
+    return how.run_then(
+        _chunk_stats, _combine, _assemble, data, args,
+        (dictionary, lam, tol, antipodal_cos, codes_given, cap), dictionary.dtype, widths,
+    )  # fmt: skip
+
+
+@eqx.filter_jit
+def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_given, cap: int):
+    """The :class:`Certificate` from the combined statistics of a pass."""
+    sums, maxes, worst = stats
     acc = sums["obj"].dtype
     atoms = dictionary.atoms.astype(acc)
     mask = dictionary.mask
@@ -403,135 +374,12 @@ def default_certify_tol(dtype) -> float:
     return 1e-6 if jnp.dtype(dtype) == jnp.float64 else 1e-3
 
 
-def certify(
-    dictionary: Dictionary,
-    X: Real[ArrayLike, "N d"] | Chunks,
-    lam,
-    *,
-    codes: Real[ArrayLike, "N K"] | Chunks | None = None,
-    chunk_size: int | None = None,
-    tol: float | None = None,
-    antipodal_cos: float = 0.9,
-    second_order: bool = False,
-    support_cap: int | None = None,
-) -> Certificate:
-    """First-order certificate of a dictionary (THEORY §1–§3, §6, §8).
-
-    Codes are solved with ``sparse_code`` (inside each chunk) unless ``codes``
-    are given, e.g. from an SAE encoder; then the certificate judges those
-    codes and also reports the amortisation gap ``L(D, Z) − L(D, Z*)`` (§1).
-    It measures the duality gap and KKT residuals of the codes, per atom the
-    Riemannian gradient and the alignment error of (A), the bias gradient, the
-    pairwise identity (P) for every pair (nested supports, co-firing
-    antipodal pairs), the residual decomposition (R), and the wide-limit bound
-    (W) with the global certificate ``max_n ‖r_n‖ ≤ λ``.
-
-    Args:
-        dictionary: the dictionary ``(D, b, mask)``.
-        X: data ``(N, d)``.
-        lam: λ > 0 (may be traced: ``vmap`` over λ works, and over masks).
-        codes: optional codes ``(N, K)`` to judge instead of the optimal ones.
-        chunk_size: points per chunk of the streaming pass (default: all).
-        tol: tolerance of the verdict on the first-order residuals (relative to
-            λ for KKT; alignment errors are scale-free); default
-            1e-6 (float64) or 1e-3 (float32).
-        antipodal_cos: atoms with ``cos < −antipodal_cos`` are antipodal.
-        second_order: also run the second-order certificate (§4) and attach it.
-        support_cap: largest active set the (R) decomposition handles exactly
-            (default ``min(K, d, 32)``); points with more active atoms are
-            counted in ``n_overflow`` and use their ``support_cap`` largest codes.
-
-    Returns:
-        A :class:`Certificate`.
-
-    Example:
-        >>> cert = jaxsae.certify(D, X, 0.1)
-        >>> print(cert.table()); cert.verdict
-    """
-    if is_streamable(X):  # memmap / chunk iterable: bounded memory
-        return _certify_streamed(
-            dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order, support_cap
-        )
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    lam = check_lam(lam, dictionary.dtype)
-    N, K = X.shape[0], dictionary.n_atoms
-    if codes is not None:
-        codes = as_float_array(codes, "codes").astype(dictionary.dtype)
-        if codes.shape != (N, K):
-            raise ValueError(
-                f"codes must have shape (N, K) = ({N}, {K}), got {tuple(codes.shape)}. "
-                "Rows are points, columns atoms (SAE feature activations)."
-            )
-    if chunk_size is not None and int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-    chunk = N if chunk_size is None else min(int(chunk_size), N)
-    tol = default_certify_tol(dictionary.dtype) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}.")
-    if not 0 <= antipodal_cos <= 1:
-        raise ValueError(f"antipodal_cos must lie in [0, 1], got {antipodal_cos}.")
-    cap = (
-        min(K, dictionary.n_features, DEFAULT_SUPPORT_CAP)
-        if support_cap is None
-        else int(support_cap)
-    )
-    if cap < 1:
-        raise ValueError(f"support_cap must be a positive integer, got {support_cap}.")
-    given = codes is not None
-    if second_order and not given:  # one solve serves both certificates
-        codes = sparse_code(dictionary, X, lam, chunk_size=chunk_size).codes
+def first_order_measures(dictionary: Dictionary, X, lam, codes, tol, how: Pass) -> Stationarity:
+    """``Stationarity`` of ``codes`` (used as they are): the numbers ``certify``
+    reports, for ``second_order``'s verdict; ``X`` and ``codes`` placed by ``how``."""
+    cap = min(dictionary.n_atoms, dictionary.n_features, DEFAULT_SUPPORT_CAP)
     dt = dictionary.dtype
-    cert = _certify(
-        dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(antipodal_cos, dt), chunk,
-        min(cap, K), given,
-    )  # fmt: skip
-    if second_order:
-        from ._second_order import second_order as run_second_order
-
-        so = run_second_order(
-            dictionary, X, lam, codes=codes, chunk_size=chunk_size, first_order_tol=tol,
-            _first=cert.stationarity_measures(),
-        )  # fmt: skip
-        cert = cert.with_second_order(so)
-    return cert
-
-
-def first_order_measures(dictionary: Dictionary, X, lam, codes, tol: float, chunk_size=None):
-    """``Stationarity`` of ``codes`` (used as they are) for an in-memory ``X``: the
-    numbers ``certify`` reports, for ``second_order``'s verdict."""
-    N, K, d = X.shape[0], dictionary.n_atoms, dictionary.n_features
-    chunk = N if chunk_size is None else min(int(chunk_size), N)
-    cap = min(K, d, DEFAULT_SUPPORT_CAP)
-    dt = dictionary.dtype
-    cert = _certify(
-        dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(0.9, dt), chunk, cap, False
+    cert = first_order_pass(
+        dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(0.9, dt), cap, False, how
     )
     return cert.stationarity_measures()
-
-
-def _certify_streamed(
-    dictionary, X, lam, codes, chunk_size, tol, antipodal_cos, second_order, support_cap
-):
-    """``certify`` on a memmap or chunks: one streamed pass, then (optionally) §4 streamed."""
-    from ._certify_stream import certify_stream
-
-    if second_order and any(isinstance(a, Iterator) for a in (X, codes)):
-        raise ValueError(
-            "certify(..., second_order=True) reads the data several times, so it cannot take a "
-            "one-shot iterator. Pass a numpy memmap or a list of chunks (or call certify and "
-            "second_order separately, each with a fresh iterator)."
-        )
-    kw = {} if chunk_size is None else {"chunk_size": chunk_size}
-    cert = certify_stream(
-        dictionary, X, lam, codes=codes, tol=tol, antipodal_cos=antipodal_cos,
-        support_cap=support_cap, **kw,
-    )  # fmt: skip
-    if second_order:
-        from ._second_order_stream import second_order_stream
-
-        so = second_order_stream(
-            dictionary, X, lam, codes=codes, first_order_tol=float(cert.tol),
-            _first=cert.stationarity_measures() if codes is not None else None, **kw,
-        )  # fmt: skip
-        cert = cert.with_second_order(so)
-    return cert

@@ -29,6 +29,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..models._dictionary import Dictionary
 from ..solvers._cholesky import spd_solve
+from ._lanczos import smallest_eigs
 
 
 class FrozenSupport(eqx.Module):
@@ -244,12 +245,35 @@ class RiemannianHessian(eqx.Module):
     def flat_mv(self, v):
         return self.tangent.flatten(*self.mv(*self.tangent.unflatten(v)))
 
+    @property
+    def cap(self) -> int:
+        """The largest frozen support."""
+        return int(self.fs.idx.shape[-1])
+
+    def flat_mvs(self, V):
+        """Products with the rows of ``V`` (flat vectors), compiled."""
+        return _flat_mvs(self, V)
+
+    def eigs(self, n_eigs, tol, max_iter, key, progress=False, desc="Lanczos"):
+        """Lanczos in compiled blocks (``_lanczos.smallest_eigs``)."""
+        del progress, desc
+        t = self.tangent
+        return smallest_eigs(
+            self.flat_mv, t.flat_project, t.atoms.size + t.atoms.shape[1], int(t.dimension()),
+            n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dtype=t.atoms.dtype,
+        )  # fmt: skip
+
     def operator(self) -> lx.FunctionLinearOperator:
         struct = (
             jax.ShapeDtypeStruct(self.atoms.shape, self.atoms.dtype),
             jax.ShapeDtypeStruct(self.bias.shape, self.bias.dtype),
         )
         return lx.FunctionLinearOperator(lambda t: self.mv(*t), struct, lx.symmetric_tag)
+
+
+@eqx.filter_jit
+def _flat_mvs(H: RiemannianHessian, V):
+    return jax.vmap(H.flat_mv)(V)
 
 
 @eqx.filter_jit

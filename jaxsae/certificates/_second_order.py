@@ -21,52 +21,27 @@ space: ``F`` does not depend on them near a regular point (flat directions).
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Real
 
-from .._streaming import is_streamable
+from .._streaming import Streamed, iter_chunks, pass_for
 from .._typing import ArrayLike, Chunks
+from .._validate import check_lam
 from ..models._dictionary import Dictionary
 from ..solvers._inputs import data_lam_codes
-from ._descent import proved_decrease
+from ..solvers._lasso import sparse_code
 from ._first_order import default_certify_tol, first_order_measures
-from ._hessian import (
-    RiemannianHessian,
-    frozen_support,
-    riemannian_hessian,
-    rounding_terms,
-)
-from ._lanczos import Eigs, smallest_eigs
+from ._hessian import RiemannianHessian, frozen_support, riemannian_hessian, rounding_terms
 from ._second_order_result import SecondOrder
+from ._second_order_streamed import prepare_streamed, streamed_inputs
+from ._spectrum import DEFAULT_HVP_CHUNK, DENSE_MAX, Prepared, gram_tol, spectral_certificate
 from ._stationarity import Stationarity, degenerate_pairs, strict_support
-from ._verify import assemble, proved_lower_bound
-
-_DEFAULT_CHUNK = 4096  # points per HVP chunk: big enough for BLAS, bounded memory
-# Tangent dimensions up to which the Hessian is assembled and proved. Measured on
-# 2 CPU cores (benchmarks/second_order.py, "dense" rows): 4096 dims, N = 8192,
-# d = 64 assemble, factorise and prove in tens of seconds.
-DENSE_MAX = 4096
-
-
-def gram_tol(dtype) -> float:
-    """A Gram counts as singular when ``1/‖G_S⁻¹‖_F`` is below this."""
-    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-5
-
-
-class Prepared(eqx.Module):
-    """What the spectrum needs, from one pass (or one set of streamed passes)."""
-
-    n_degenerate: int
-    n_singular: int
-    min_gram: float
-    n_dead: int
-    n_used: int
-    rounding: float  # Σ_n of ``rounding_terms`` on S⁻
-    rounding_plus: float  # ... on S⁺
-    radial: float  # max_k |d_kᵀ∇_k F|
 
 
 @eqx.filter_jit
@@ -122,77 +97,6 @@ def _prepare(dictionary, X, lam, Z, chunk, tol):
     return prep, H, H_plus
 
 
-def hvp_batch(chunk: int, cap: int, d: int) -> int:
-    """Directions per batched product, so that a batch holds ``≲ 2²⁵`` numbers."""
-    return int(max(1, min(256, 2**25 // max(1, chunk * cap * d))))
-
-
-def dense_spectrum(mvs, basis, n_eigs: int, n_points: int, rounding: float, radial: float,
-                   dtype, batch: int):  # fmt: skip
-    """``(Eigs, lower_bound, error_bound)`` from the assembled Hessian (module docstring).
-
-    ``error_bound = max(‖M − Mᵀ‖_F, u√p·rounding/N + u(N + d)·radial)``: the
-    observed asymmetry, and the first-order a-priori bound of ``rounding_terms``
-    (``u``: unit roundoff of the working dtype)."""
-    p, n = basis.shape
-    M, asym = assemble(mvs, basis, batch)
-    theta, Y = np.linalg.eigh(M)
-    k = min(n_eigs, p)
-    vectors = (Y[:, :k].T @ basis.astype(np.float64)).astype(dtype)
-    Hy = np.concatenate([np.asarray(mvs(vectors[i : i + batch])) for i in range(0, k, batch)])
-    residuals = np.linalg.norm(Hy - theta[:k, None] * vectors, axis=1)
-    u = float(np.finfo(np.dtype(dtype)).eps) / 2
-    error = max(asym, u * np.sqrt(p) * rounding / n_points + u * (n_points + n) * radial)
-    lower = proved_lower_bound(M, error, float(theta[0]))
-    eigs = Eigs(
-        jnp.asarray(theta[:k], dtype), jnp.asarray(vectors), jnp.asarray(residuals, dtype), p,
-        True, float(theta[-1]),
-    )  # fmt: skip
-    return eigs, lower, error
-
-
-def build(e: Eigs, e_plus: Eigs, lower: float, error: float, prep: Prepared, first: Stationarity,
-          K: int, d: int, *, method: str, dimension: int, dense_max: int, tol: float,
-          decrease=(np.nan, np.nan)) -> SecondOrder:  # fmt: skip
-    """The ``SecondOrder`` of the eigenpairs on ``S⁻`` (``e``) and ``S⁺`` (``e_plus``)."""
-    regular = prep.n_degenerate == 0 and prep.n_singular == 0
-    verified = (
-        first.stationary and prep.n_singular == 0 and (lower > 0 or bool(np.isfinite(decrease[0])))
-    )
-    return SecondOrder(
-        min_eigenvalue=e.values[0],
-        eigenvalues=e.values,
-        eigenvectors=e.vectors[:, : K * d].reshape(-1, K, d),
-        bias_eigenvectors=e.vectors[:, K * d :],
-        residuals=e.residuals,
-        largest_eigenvalue=e.largest,
-        lower_eigenvalue=e_plus.values[0],
-        lower_bound=float(lower),
-        verified=bool(verified),
-        method=method,
-        tangent_dimension=int(dimension),
-        dense_max=int(dense_max),
-        error_bound=float(error),
-        decrease=float(decrease[0]),
-        decrease_step=float(decrease[1]),
-        regular=regular,
-        n_degenerate=prep.n_degenerate,
-        n_singular=prep.n_singular,
-        min_gram_eigenvalue=prep.min_gram,
-        n_dead=prep.n_dead,
-        first_order=first,
-        steps=e.steps,
-        converged=e.converged,
-        tol=float(tol),
-    )
-
-
-def wants_descent_check(e: Eigs, first: Stationarity, prep: Prepared, lower: float) -> bool:
-    """Evaluate F along ``eigenvectors[0]`` only where a saddle is possible and matters."""
-    theta = float(e.values[0])
-    return first.stationary and prep.n_singular == 0 and not lower > 0 and theta < 0
-
-
 def second_order(
     dictionary: Dictionary,
     X: Real[ArrayLike, "N d"] | Chunks,
@@ -206,6 +110,7 @@ def second_order(
     key=None,
     first_order_tol: float | None = None,
     dense_max: int = DENSE_MAX,
+    mesh=None,
     progress: bool = False,
     _first: Stationarity | None = None,
 ) -> SecondOrder:
@@ -233,10 +138,14 @@ def second_order(
             (degenerate pairs, stationarity), default ``certify``'s: 1e-6 (float64)
             or 1e-3 (float32).
         dense_max: largest tangent dimension that is assembled and proved.
+        mesh: streamed X only: a 1-d ``"data"`` mesh to shard chunks over (default: all
+            devices when there are several; ``False``: one device).
         progress: progress bars over the data passes and Lanczos steps (streamed X only).
 
     A ``numpy.memmap``, a list of ``(n_i, d)`` chunks or an iterator of chunks as
-    ``X`` is streamed (``second_order_stream``): memory bounded by ``chunk_size``.
+    ``X`` is streamed (``_second_order_streamed``): every product is a pass over the
+    data, memory is bounded by ``chunk_size`` (default 4096) plus the Krylov basis, and
+    an iterator is spilled to a temporary memmap (it is read many times).
 
     Returns:
         A ``SecondOrder`` with ``min_eigenvalue``, ``lower_bound``, ``verified``,
@@ -253,84 +162,76 @@ def second_order(
         raise ValueError(f"tol is a relative accuracy in (0, 1), got {tol}.")
     if int(dense_max) < 0:
         raise ValueError(f"dense_max must be ≥ 0, got {dense_max}.")
-    if is_streamable(X):  # memmap / chunk list / iterator: bounded memory
-        from ._second_order_stream import second_order_stream
-
-        return second_order_stream(
-            dictionary, X, lam, codes=codes, chunk_size=chunk_size, n_eigs=n_eigs, tol=tol,
-            max_iter=max_iter, key=key, first_order_tol=first_order_tol, dense_max=dense_max,
-            progress=progress, _first=_first,
-        )  # fmt: skip
+    how = pass_for(X, chunk_size, mesh=mesh, progress=progress, desc="first order")
     key = jax.random.key(0) if key is None else key
-    X, lam, Z = data_lam_codes(dictionary, X, lam, codes, chunk_size)
-    N = X.shape[0]
-    ftol = default_certify_tol(dictionary.dtype) if first_order_tol is None else first_order_tol
-    chunk = min(N, _DEFAULT_CHUNK if chunk_size is None else int(chunk_size))
-    first = (
-        first_order_measures(dictionary, X, lam, Z, ftol, chunk_size) if _first is None else _first
+    ftol = float(
+        default_certify_tol(dictionary.dtype) if first_order_tol is None else first_order_tol
     )
-    prep, H, H_plus = _prepare(dictionary, X, lam, Z, chunk, float(ftol))
-    if prep.n_used == 0 and not dictionary.free_bias:
-        raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
-    K, d = dictionary.atoms.shape
-    dim = int(H.tangent.dimension())
-    cap = int(H.fs.idx.shape[-1])
-    if dim <= dense_max:
-        batch = hvp_batch(chunk, cap, d)
+    chunk = DEFAULT_HVP_CHUNK if chunk_size is None else int(chunk_size)
+    lam = check_lam(lam, dictionary.dtype)
+    with _placed(dictionary, X, lam, codes, chunk_size, chunk, how) as (X, Z, src):
+        N = int(X.shape[0]) if src is None else src.n_points
+        if how.resident:
+            first = _first or first_order_measures(dictionary, X, lam, Z, ftol, how)
+            prep, H, H_plus = _prepare(dictionary, X, lam, Z, min(N, chunk), ftol)
+        else:
+            how = Streamed(chunk, how.mesh, how.progress, "first order")
+            first = _first or first_order_measures(dictionary, X, lam, Z, ftol, how)
+            prep, H, H_plus = prepare_streamed(dictionary, src, lam, ftol, progress)
+        if prep.n_used == 0 and not dictionary.free_bias:
+            raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
+        return spectral_certificate(
+            H, H_plus, prep, first, dictionary, X, lam, n_points=N, chunk=min(N, chunk),
+            n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dense_max=int(dense_max),
+            progress=progress,
+        )  # fmt: skip
 
-        def spectrum(H, k, rounding):
-            basis = np.asarray(H.tangent.basis(int(jnp.sum(H.tangent.space))))
-            return dense_spectrum(lambda V: _mvs(H, V), basis, k, N, rounding, prep.radial,
-                                  dictionary.dtype, batch)  # fmt: skip
 
-        e, lower, error = spectrum(H, n_eigs, prep.rounding)
-        e_plus = e
-        if H_plus is not H:  # the proof is about S⁺ (F ≥ F_{S⁺} near the point)
-            e_plus, lower, error = spectrum(H_plus, 1, prep.rounding_plus)
-        method = "dense"
+@contextlib.contextmanager
+def _placed(dictionary, X, lam, codes, chunk_size, chunk, how):
+    """``(X, Z, source)``: resident arrays (``source`` None), or re-readable streamed data."""
+    if how.resident:
+        X, _, Z = data_lam_codes(dictionary, X, lam, codes, chunk_size)
+        yield X, Z, None
     else:
-        e = _lanczos(H, n_eigs, tol, max_iter, key)
-        e_plus = e if H_plus is H else _lanczos(H_plus, 1, tol, max_iter, key)
-        lower, error, method = -np.inf, np.nan, "lanczos"
-    decrease = (np.nan, np.nan)
-    if wants_descent_check(e, first, prep, lower):
-        vec = e.vectors[0]
-        decrease = proved_decrease(
-            dictionary, X, lam, vec[: K * d].reshape(K, d), vec[K * d :], chunk
-        )
-    return build(
-        e, e_plus, lower, error, prep, first, K, d, method=method, dimension=dim,
-        dense_max=int(dense_max), tol=tol, decrease=decrease,
-    )  # fmt: skip
-
-
-@eqx.filter_jit
-def _mvs(H: RiemannianHessian, V):
-    return jax.vmap(H.flat_mv)(V)
-
-
-def _lanczos(H: RiemannianHessian, n_eigs, tol, max_iter, key) -> Eigs:
-    t = H.tangent
-    return smallest_eigs(
-        H.flat_mv, t.flat_project, t.atoms.size + t.atoms.shape[1], int(t.dimension()),
-        n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dtype=t.atoms.dtype,
-    )  # fmt: skip
+        with streamed_inputs(dictionary, X, lam, codes, chunk, how.mesh, how.progress) as placed:
+            yield placed
 
 
 def hessian_operator(
-    dictionary: Dictionary, X: Real[ArrayLike, "N d"], lam, *, codes=None, chunk_size=None
-) -> RiemannianHessian:
+    dictionary: Dictionary, X: Real[ArrayLike, "N d"] | Chunks, lam, *, codes=None,
+    chunk_size=None, mesh=None,
+):  # fmt: skip
     """The matrix-free Riemannian Hessian of THEORY §4 at ``(D, b)``.
 
     ``H.mv(Xi, bdot)`` applies it to a tangent direction (``(K, d)`` atoms part,
     ``(d,)`` bias part; inputs are projected onto the tangent space first);
-    ``H.operator()`` wraps it as a symmetric ``lineax.FunctionLinearOperator``.
-    Uses the strict frozen supports ``S⁻`` (valid at a regular point).
+    ``H.flat_mvs(V)`` to the rows of ``V``. Uses the strict frozen supports ``S⁻``
+    (valid at a regular point). For an array ``X`` it is a ``RiemannianHessian``
+    (inverse Grams kept; ``H.operator()`` gives a ``lineax`` operator); for a memmap
+    or a list of chunks every product is a pass over the data (``codes`` default:
+    solved chunk by chunk and kept on the host).
     """
-    X, lam, Z = data_lam_codes(dictionary, X, lam, codes, chunk_size)
-    chunk = min(X.shape[0], _DEFAULT_CHUNK if chunk_size is None else int(chunk_size))
+    how = pass_for(X, chunk_size, mesh=mesh)
     tol = float(default_certify_tol(dictionary.dtype))
-    return _prepare(dictionary, X, lam, Z, chunk, tol)[1]
+    if how.resident:
+        X, lam, Z = data_lam_codes(dictionary, X, lam, codes, chunk_size)
+        chunk = min(X.shape[0], DEFAULT_HVP_CHUNK if chunk_size is None else int(chunk_size))
+        return _prepare(dictionary, X, lam, Z, chunk, tol)[1]
+    if isinstance(X, Iterator):
+        raise ValueError(
+            "hessian_operator reads the data at every product, so it cannot take a one-shot "
+            "iterator. Pass a numpy memmap or a list of chunks."
+        )
+    lam = check_lam(lam, dictionary.dtype)
+    chunk = DEFAULT_HVP_CHUNK if chunk_size is None else int(chunk_size)
+    if codes is None:
+        codes = [
+            np.asarray(sparse_code(dictionary, Xc, lam).codes)[:n]
+            for Xc, n in iter_chunks(X, chunk, dictionary.n_features)
+        ]
+    with streamed_inputs(dictionary, X, lam, codes, chunk, how.mesh, False) as (_, _, src):
+        return prepare_streamed(dictionary, src, lam, tol, False)[1]
 
 
 class DenseHessian(eqx.Module):

@@ -33,22 +33,16 @@ def add_arguments(p) -> None:
 
 
 def _from_sae(directory: str, X, dtype):
-    """The SAE's folded dictionary and its own (folded) codes (THEORY §0)."""
+    """The SAE's folded dictionary and its own (folded) codes (THEORY §0), the codes
+    computed chunk by chunk beside the data."""
     import jaxsae
+    from jaxsae.models._sae_dictionary import StreamedSAECodes
 
-    needed = ("load_sae", "sae_dictionary", "sae_codes")
-    missing = [name for name in needed if not hasattr(jaxsae, name)]
-    if missing:
-        raise ValueError(
-            f"--sae needs jaxsae.{', jaxsae.'.join(missing)}, which this installation lacks; "
-            "export the decoder with save_dictionary and use --dictionary instead."
-        )
     sae = jaxsae.load_sae(directory).astype(dtype)
-    return jaxsae.sae_dictionary(sae), jaxsae.sae_codes(sae, X)
+    return jaxsae.sae_dictionary(sae), StreamedSAECodes(sae, X)
 
 
 def run(args) -> int:
-    import jax.numpy as jnp
     import numpy as np
 
     import jaxsae
@@ -61,14 +55,19 @@ def run(args) -> int:
                 f"cannot write {args.out}: folder {folder} does not exist. Create it first."
             )
     dtype = np.float32 if args.float32 else np.float64
-    X = np.asarray(jaxsae.load_array(args.data, key=args.key), dtype=dtype)
+    # A .npy is memory-mapped and streamed chunk by chunk: memory bounded by --chunk-size.
+    X = jaxsae.load_array(args.data, key=args.key)
+    if X.ndim != 2:
+        raise ValueError(f"--data must be a 2-d (N, d) array, got shape {X.shape}.")
+    if not isinstance(X, np.memmap):
+        X = np.asarray(X, dtype=dtype)
     if args.dictionary is not None:
         D, codes = jaxsae.load_dictionary(args.dictionary).astype(dtype), None
     else:
         D, codes = _from_sae(args.sae, X, dtype)
     cert = jaxsae.certify(
         D,
-        jnp.asarray(X),
+        X,
         args.lam,
         codes=codes,
         chunk_size=args.chunk_size,

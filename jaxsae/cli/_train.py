@@ -50,7 +50,7 @@ def run(args) -> int:
     import jaxsae
 
     dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
-    X = jnp.asarray(np.asarray(jaxsae.load_array(args.data, key=args.key)), dtype)
+    X = jaxsae.load_array(args.data, key=args.key)  # a .npy is memory-mapped
     if X.ndim != 2:
         raise ValueError(f"--data must be a 2-d (N, d) array, got shape {X.shape}.")
     if args.width < 1:
@@ -61,7 +61,7 @@ def run(args) -> int:
         raise ValueError("--lam is required (λ > 0, THEORY §0) for this model.")
     if args.dictionary:
         D, hist = jaxsae.learn_dictionary(
-            X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
+            jnp.asarray(np.asarray(X), dtype), args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
         )  # fmt: skip
         jaxsae.save_dictionary(D, args.out)
@@ -81,7 +81,7 @@ def run(args) -> int:
     sae = jaxsae.SAE.init(X.shape[1], args.width, activation, key=key, dtype=dtype)
     result = jaxsae.train_sae(
         sae,
-        X,
+        X if isinstance(X, np.memmap) else jnp.asarray(X, dtype),  # minibatches read from disk
         key=key,
         steps=args.steps,
         batch_size=min(args.batch_size, X.shape[0]),

@@ -44,7 +44,9 @@ def fingerprint(state, X, lam, mask, cfg) -> dict:
         h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:16]
 
-    settings = hashlib.sha256(repr(sorted((k, repr(v)) for k, v in cfg.items())).encode())
+    settings = hashlib.sha256(
+        repr(sorted((k, repr(v)) for k, v in cfg.settings().items())).encode()
+    )
     return {
         "data": data_fingerprint(X),
         "lam": digest(lam),

@@ -2,122 +2,18 @@
 
 from __future__ import annotations
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-from jaxtyping import Array, Float, Real
+from jaxtyping import Real
 
 from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
-from ..solvers._lasso import default_tol
 from . import _dl_driver
 from ._checkpoint_dl import checkpointer
-from ._dl_manifold import stack
-from ._dl_policy import AbstractDeadAtomPolicy, ReseedDead
+from ._dl_policy import AbstractDeadAtomPolicy
+from ._dl_setup import DictionaryHistory, LearnerConfig, finish, initial_point
 from ._dl_steps import init_state
+from ._dl_stream import learn_dictionary_stream
 from ._dl_stream_source import is_stream_input
-
-
-class LearningResult(eqx.Enumeration):
-    """Outcome of ``learn_dictionary`` (``throw=True`` turns failures into errors)."""
-
-    successful = ""
-    max_steps_reached = (
-        "learn_dictionary stopped at max_steps before the first-order tolerance was met. "
-        "Raise max_steps or loosen tol; history.grad_norm shows the progress."
-    )
-    stalled = (
-        "learn_dictionary stopped improving before the tolerance was met: the line search "
-        "failed twice, or F stayed flat to rounding while the first-order measures stopped "
-        "halving for 30 steps (the rounding floor, typical of float32). Use float64, or loosen tol."
-    )
-
-
-class DictionaryHistory(eqx.Module):
-    """Per-iteration record of ``learn_dictionary``.
-
-    Attributes:
-        objective: ``(T,)`` the objective L at each iterate (THEORY §0, per-point mean);
-            in phase 0 at the approximate codes (an upper bound on F), in phase 1
-            at certified codes (F itself).
-        grad_norm: ``(T,)`` ``max_k`` Riemannian gradient norm of F (atoms and bias rows).
-        alignment: ``(T,)`` ``max_k ‖d_k − c_k/(λ‖z_k‖₁)‖``, the error in (A).
-        time: ``(T,)`` seconds since the start (compilation included).
-        phase: ``(T,)`` 0 = alternating warm-up, 1 = Riemannian L-BFGS polishing.
-        codes: ``(N, K)`` the certified codes at the returned dictionary; an empty
-            ``(0, K)`` array for streamed data (N × K would not fit in memory).
-        converged: whether both first-order measures met ``tol``.
-        result: a ``LearningResult``.
-    """
-
-    objective: Float[Array, " T"]
-    grad_norm: Float[Array, " T"]
-    alignment: Float[Array, " T"]
-    time: Float[Array, " T"]
-    phase: Array
-    codes: Float[Array, "N K"]
-    converged: Array
-    result: LearningResult
-
-
-def default_learning_tol(dtype) -> float:
-    """First-order tolerance by dtype: 1e-10 (float64), 1e-4 (float32)."""
-    return 1e-10 if jnp.dtype(dtype) == jnp.float64 else 1e-4
-
-
-def data_init(X, n_atoms: int, *, key, bias=None):
-    """``n_atoms`` distinct random data points (centred by ``bias``), normalised.
-
-    The points are the first ``n_atoms`` of one random permutation, so a narrower
-    initialisation with the same key is a prefix of a wider one (what makes a
-    masked width inside ``sweep`` equal a separate run of that width).
-    """
-    Y = X if bias is None else X - bias
-    N = Y.shape[0]
-    perm = jax.random.permutation(key, N)
-    idx = jnp.resize(perm, (n_atoms,))
-    rows = Y[idx]
-    if n_atoms > N:  # more atoms than points: jitter the repeats
-        noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
-        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= N)[:, None], noise, 0)
-    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
-    fallback = jnp.zeros_like(rows).at[:, 0].set(1)
-    return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)
-
-
-def make_config(
-    dtype, *, max_steps, warm_steps, tol, memory, dead_atoms, bias, code_tol, inner_steps=10
-):
-    if max_steps < 0 or warm_steps < 0:
-        raise ValueError(f"max_steps and warm_steps must be ≥ 0, got {max_steps}, {warm_steps}.")
-    if inner_steps < 1:
-        raise ValueError(f"inner_steps must be ≥ 1, got {inner_steps}.")
-    if memory < 1:
-        raise ValueError(f"memory (L-BFGS pairs) must be ≥ 1, got {memory}.")
-    if dead_atoms is None:
-        dead_atoms = ReseedDead()
-    if not isinstance(dead_atoms, AbstractDeadAtomPolicy):
-        raise ValueError(
-            f"dead_atoms must be a policy object such as jaxsae.ReseedDead() or jaxsae.KeepDead(), "
-            f"got {type(dead_atoms).__name__}."
-        )
-    tol = default_learning_tol(dtype) if tol is None else float(tol)
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}.")
-    f64 = jnp.dtype(dtype) == jnp.float64
-    return {
-        "max_steps": int(max_steps),
-        "warm_steps": int(warm_steps),
-        "tol": tol,
-        "memory": int(memory),
-        "policy": dead_atoms,
-        "free_bias": bool(bias),
-        "code_tol": (1e-14 if f64 else default_tol(dtype)) if code_tol is None else float(code_tol),
-        "inner_steps": int(inner_steps),
-        "max_code_steps": 200,
-        "max_backtracks": 30,
-    }
 
 
 def learn_dictionary(
@@ -220,8 +116,6 @@ def learn_dictionary(
         >>> float(hist.grad_norm[-1]), float(hist.alignment[-1])   # ≤ 1e-10 in float64
     """
     if is_stream_input(X):
-        from ._dl_stream import learn_dictionary_stream
-
         return learn_dictionary_stream(
             X, n_atoms, lam, key=key, init=init, max_steps=max_steps, warm_steps=warm_steps,
             inner_steps=inner_steps, tol=tol, bias=bias, memory=memory, dead_atoms=dead_atoms,
@@ -233,7 +127,7 @@ def learn_dictionary(
     X = check_data(X, X.shape[1], X.dtype)
     dtype = X.dtype
     lam = check_lam(lam, dtype)
-    cfg = make_config(
+    cfg = LearnerConfig.make(
         dtype,
         max_steps=max_steps,
         warm_steps=warm_steps,
@@ -245,57 +139,9 @@ def learn_dictionary(
         inner_steps=inner_steps,
     )
     P, mask = initial_point(X, n_atoms, init, bias, key=key)
-    state = init_state(P, X, cfg["memory"])
+    state = init_state(P, X, cfg.memory)
     with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
         state, hist = _dl_driver.run(
             state, X, lam, mask, cfg=cfg, batched=False, progress=progress, checkpoint=ckpt
         )
     return finish(state, hist, mask, bias, throw)
-
-
-def initial_point(X, n_atoms, init, bias: bool, *, key):
-    """``(P, mask)`` from ``init`` (``"data"`` or a ``Dictionary``)."""
-    d = X.shape[1]
-    if isinstance(init, Dictionary):
-        if init.n_atoms != n_atoms or init.n_features != d:
-            raise ValueError(
-                f"init has {init.n_atoms} atoms of dimension {init.n_features}, but n_atoms={n_atoms} "
-                f"and X has {d} features. Pass a matching Dictionary or init='data'."
-            )
-        init = init.astype(X.dtype)
-        b = init.bias if bias else jnp.zeros((d,), X.dtype)
-        return stack(init.atoms, b), init.mask
-    if not (isinstance(init, str) and init == "data"):
-        raise ValueError(f"init must be 'data' or a jaxsae.Dictionary, got {init!r}.")
-    if int(n_atoms) < 1:
-        raise ValueError(f"n_atoms must be a positive integer, got {n_atoms}.")
-    b = jnp.mean(X, axis=0) if bias else jnp.zeros((d,), X.dtype)
-    atoms = data_init(X, int(n_atoms), key=key, bias=b)
-    return stack(atoms, b), jnp.ones((int(n_atoms),), bool)
-
-
-def finish(state, hist, mask, bias: bool, throw: bool):
-    converged = state.done & ~state.stalled
-    result = LearningResult.where(
-        converged,
-        LearningResult.successful,
-        LearningResult.where(
-            state.stalled, LearningResult.stalled, LearningResult.max_steps_reached
-        ),
-    )
-    D = Dictionary(state.P[:-1], state.P[-1], mask, free_bias=bias)
-    history = DictionaryHistory(
-        objective=jnp.asarray(hist["objective"]),
-        grad_norm=jnp.asarray(hist["grad_norm"]),
-        alignment=jnp.asarray(hist["alignment"]),
-        time=jnp.asarray(hist["time"]),
-        phase=jnp.asarray(hist["phase"]),
-        codes=jnp.where(mask, state.codes, 0),
-        converged=converged,
-        result=result,
-    )
-    if throw:
-        D = eqx.tree_at(
-            lambda D: D.atoms, D, result.error_if(D.atoms, result != LearningResult.successful)
-        )
-    return D, history

@@ -60,22 +60,22 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=N
         return v, g
 
     bar = tqdm(
-        total=cfg["warm_steps"] + cfg["max_steps"],
+        total=cfg.warm_steps + cfg.max_steps,
         disable=not progress,
         desc="learn_dictionary",
         leave=False,
     )
-    common = (cfg["free_bias"],)
-    bar.update(min(done, cfg["warm_steps"] + cfg["max_steps"]))
-    for _ in range(min(done, cfg["warm_steps"]), cfg["warm_steps"]):
+    common = (cfg.free_bias,)
+    bar.update(min(done, cfg.warm_steps + cfg.max_steps))
+    for _ in range(min(done, cfg.warm_steps), cfg.warm_steps):
         state = _alternating(
             state,
             X,
             lam,
             mask,
-            cfg["policy"],
+            cfg.policy,
             *common,
-            cfg["inner_steps"],
+            cfg.inner_steps,
             batched,
         )
         v, g = record(state, 0)
@@ -83,16 +83,16 @@ def run(state, X, lam, mask, *, cfg, batched: bool, progress: bool, checkpoint=N
         bar.set_postfix(F=f"{np.max(v):.6g}", phase="alternating")
     dtype = X.dtype
     lbfgs_args = (  # tolerances are values: a new one never recompiles
-        jnp.asarray(cfg["tol"], dtype),
+        jnp.asarray(cfg.tol, dtype),
         *common,
-        jnp.asarray(cfg["code_tol"], dtype),
-        cfg["max_code_steps"],
-        cfg["max_backtracks"],
+        jnp.asarray(cfg.code_tol, dtype),
+        cfg.max_code_steps,
+        cfg.max_backtracks,
     )
-    if done <= cfg["warm_steps"]:  # phase 2 starts with exact codes (the same compiled step)
+    if done <= cfg.warm_steps:  # phase 2 starts with exact codes (the same compiled step)
         state = _lbfgs(state, X, lam, mask, *lbfgs_args, batched, jnp.asarray(True))
         record(state, 1)
-    for _ in range(max(0, done - cfg["warm_steps"] - 1), cfg["max_steps"]):
+    for _ in range(max(0, done - cfg.warm_steps - 1), cfg.max_steps):
         if bool(np.all(jax.device_get(state.done))):
             break
         state = _lbfgs(state, X, lam, mask, *lbfgs_args, batched, jnp.asarray(False))

@@ -32,9 +32,9 @@ import numpy as np
 from .._streaming import DEFAULT_CHUNK
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
-from ._dictionary_learning import finish, initial_point, make_config
 from ._dl_manifold import retract, stack
 from ._dl_policy import KeepDead, ReseedDead
+from ._dl_setup import LearnerConfig, finish, initial_point
 from ._dl_steps import _freeze, armijo, init_state, lbfgs_direction, lbfgs_update
 from ._dl_stream_source import CodeCache, chunks, describe, source_of
 from ._dl_stream_steps import (
@@ -116,7 +116,7 @@ def stream_data_init(stream: Stream, n_atoms: int, n: int, bias, *, key):
         hit = (idx >= lo) & (idx < lo + n_valid)
         rows[hit] = Xc[idx[hit] - lo]
     rows = jnp.asarray(rows) - (0 if bias is None else bias)
-    # As in _dictionary_learning.data_init: jitter repeats, normalise, fall back to e_0.
+    # As in _dl_setup.data_init: jitter repeats, normalise, fall back to e_0.
     if n_atoms > n:
         noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
         rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= n)[:, None], noise, 0)
@@ -148,31 +148,29 @@ def _set_measures(state, P, out):
 
 def _alternating(stream, state, lam, mask, cfg, cache):
     P = state.P
-    sums, n = stream_pass(
-        stream, alternating_chunk, (P, lam, mask, cfg["inner_steps"]), cache, cache
-    )
-    new = _set_measures(state, P, measures(P, sums, n, lam, mask, cfg["free_bias"]))
-    P_new = atoms_from_stats(P, sums, n, mask, cfg["free_bias"])
+    sums, n = stream_pass(stream, alternating_chunk, (P, lam, mask, cfg.inner_steps), cache, cache)
+    new = _set_measures(state, P, measures(P, sums, n, lam, mask, cfg.free_bias))
+    P_new = atoms_from_stats(P, sums, n, mask, cfg.free_bias)
     dead = np.asarray(mask & (sums["l1"] == 0))
-    if isinstance(cfg["policy"], ReseedDead) and dead.any():
+    if isinstance(cfg.policy, ReseedDead) and dead.any():
         m = min(P.shape[0] - 1, n)
         top = (jnp.full((m,), -1, P.dtype), jnp.zeros((m, P.shape[1]), P.dtype))
         for i, Xc, valid, _ in stream.chunks():
             Zc = jnp.asarray(cache.read(i))
             top = top_residuals(P_new, Xc, valid, Zc, mask, *top)
-        P_new = reseed(cfg["policy"], P_new, sums["l1"], top[1], mask)
+        P_new = reseed(cfg.policy, P_new, sums["l1"], top[1], mask)
     return _freeze(state, eqx.tree_at(lambda s: s.P, new, P_new))
 
 
 def _start(stream, state, lam, mask, cfg, cache):
-    args = (state.P, lam, mask, cfg["code_tol"], cfg["max_code_steps"])
+    args = (state.P, lam, mask, cfg.code_tol, cfg.max_code_steps)
     sums, n = stream_pass(stream, certified_chunk, args, cache, cache)
     state = eqx.tree_at(
         lambda s: (s.count, s.head, s.fails, s.flat, s.best),
         state,
         (0 * state.count, 0 * state.head, 0 * state.fails, 0 * state.flat, state.best + jnp.inf),
     )
-    return _set_measures(state, state.P, measures(state.P, sums, n, lam, mask, cfg["free_bias"]))
+    return _set_measures(state, state.P, measures(state.P, sums, n, lam, mask, cfg.free_bias))
 
 
 def _lbfgs(stream, state, lam, mask, cfg, caches):
@@ -180,17 +178,17 @@ def _lbfgs(stream, state, lam, mask, cfg, caches):
     current, trial = caches
     p, slope, slack = _direction(state)
     t = jnp.ones((), state.P.dtype)
-    for k in range(cfg["max_backtracks"]):
+    for k in range(cfg.max_backtracks):
         t = t if k == 0 else 0.5 * t
         Pt = _retract(state.P, t, p)
-        args = (Pt, lam, mask, cfg["code_tol"], cfg["max_code_steps"])
+        args = (Pt, lam, mask, cfg.code_tol, cfg.max_code_steps)
         sums, n = stream_pass(stream, certified_chunk, args, current, trial)
-        out = measures(Pt, sums, n, lam, mask, cfg["free_bias"])
+        out = measures(Pt, sums, n, lam, mask, cfg.free_bias)
         accepted = _armijo(state.value, out[0], t, slope, slack)
         if bool(accepted):
             break
     moved = _set_measures(state, Pt, out)
-    state = _update(state, moved, accepted, out[0], cfg["tol"])
+    state = _update(state, moved, accepted, out[0], cfg.tol)
     return state, ((trial, current) if bool(accepted) else caches)
 
 
@@ -202,7 +200,7 @@ def run_stream(stream: Stream, P, lam, mask, *, cfg, progress: bool):
     from tqdm import tqdm
 
     K = P.shape[0] - 1
-    state = init_state(P, jnp.zeros((0, stream.d), P.dtype), cfg["memory"])
+    state = init_state(P, jnp.zeros((0, stream.d), P.dtype), cfg.memory)
     caches = (CodeCache(stream.chunk_size, K, P.dtype), CodeCache(stream.chunk_size, K, P.dtype))
     hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
     t0 = time.perf_counter()
@@ -214,20 +212,20 @@ def run_stream(stream: Stream, P, lam, mask, *, cfg, progress: bool):
         return v, g
 
     bar = tqdm(
-        total=cfg["warm_steps"] + cfg["max_steps"],
+        total=cfg.warm_steps + cfg.max_steps,
         disable=not progress,
         desc="learn_dictionary (streamed)",
         leave=False,
     )
     try:
-        for _ in range(cfg["warm_steps"]):
+        for _ in range(cfg.warm_steps):
             state = _alternating(stream, state, lam, mask, cfg, caches[0])
             v, _ = record(state, 0)
             bar.update(1)
             bar.set_postfix(F=f"{v:.6g}", phase="alternating")
         state = _start(stream, state, lam, mask, cfg, caches[0])
         record(state, 1)
-        for _ in range(cfg["max_steps"]):
+        for _ in range(cfg.max_steps):
             if bool(state.done):
                 break
             state, caches = _lbfgs(stream, state, lam, mask, cfg, caches)
@@ -279,7 +277,7 @@ def learn_dictionary_stream(
             f"jaxsae.KeepDead(), got {type(dead_atoms).__name__}; other policies need the whole "
             "code matrix. Load the data into memory (np.asarray(X)) to use them."
         )
-    cfg = make_config(
+    cfg = LearnerConfig.make(
         stream.dtype,
         max_steps=max_steps,
         warm_steps=warm_steps,

@@ -97,3 +97,14 @@ class SweepResult(eqx.Module):
         writer.writerows(self.rows())
         text = buf.getvalue()
         atomic_write(path, lambda fh: fh.write(text), mode="w")
+
+
+def parse_list(values, name: str, cast) -> list:
+    """A non-empty list of ``cast`` values (a sweep's widths, λs or seeds)."""
+    try:
+        out = [cast(v) for v in np.atleast_1d(np.asarray(values)).tolist()]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a list of numbers, got {values!r}.") from err
+    if not out:
+        raise ValueError(f"{name} must not be empty.")
+    return out

@@ -21,24 +21,16 @@ from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..certificates._wide import wide_bound
 from . import _dl_driver
 from ._checkpoint_dl import checkpointer
-from ._dictionary_learning import data_init, make_config
 from ._dl_manifold import stack
+from ._dl_setup import LearnerConfig, data_init
 from ._dl_steps import init_state
 from ._dl_stream_source import is_stream_input
-from ._dl_sweep_result import SweepResult
+from ._dl_sweep_result import SweepResult, parse_list
 from ._sweep_sae import sweep_sae
+from ._sweep_sae_stream import sweep_sae_stream
+from ._sweep_stream import sweep_stream
 
 METHODS = ("dictionary", "sae")
-
-
-def _parse(values, name, cast):
-    try:
-        out = [cast(v) for v in np.atleast_1d(np.asarray(values)).tolist()]
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{name} must be a list of numbers, got {values!r}.") from err
-    if not out:
-        raise ValueError(f"{name} must not be empty.")
-    return out
 
 
 def _shard(tree, n_runs):
@@ -135,15 +127,11 @@ def sweep(
                 "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
             )
         if method == "sae":
-            from ._sweep_sae_stream import sweep_sae_stream
-
             return sweep_sae_stream(
                 X, widths=widths, lams=lams, seeds=seeds, steps=sae_steps,
                 batch_size=sae_batch_size, lr=sae_lr, tol=1e-6 if tol is None else float(tol),
                 chunk_size=chunk_size, progress=progress,
             )  # fmt: skip
-        from ._sweep_stream import sweep_stream
-
         cfg_args = dict(
             max_steps=max_steps, warm_steps=warm_steps, inner_steps=inner_steps, tol=tol,
             memory=memory,
@@ -156,14 +144,14 @@ def sweep(
     check_rank(X, 2, "X", "(N, d): one data point per row")
     X = check_data(X, X.shape[1], X.dtype)
     dtype = X.dtype
-    widths = _parse(widths, "widths", int)
-    lams_l = _parse(lams, "lams", float)
-    seeds = _parse(seeds, "seeds", int)
+    widths = parse_list(widths, "widths", int)
+    lams_l = parse_list(lams, "lams", float)
+    seeds = parse_list(seeds, "seeds", int)
     if min(widths) < 1:
         raise ValueError(f"widths must be positive integers, got {widths}.")
     for lam in lams_l:
         check_lam(lam, dtype)
-    cfg = make_config(
+    cfg = LearnerConfig.make(
         dtype,
         max_steps=max_steps,
         warm_steps=warm_steps,
@@ -187,7 +175,7 @@ def sweep(
     P = jax.vmap(lambda a: stack(a, b0))(atoms)
     masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
     lam_arr = jnp.asarray([lam for _, lam, _ in grid], dtype)
-    state = jax.vmap(lambda p: init_state(p, X, cfg["memory"]))(P)
+    state = jax.vmap(lambda p: init_state(p, X, cfg.memory))(P)
     state, lam_arr, masks = _shard((state, lam_arr, masks), len(grid))
     with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
         state, _ = _dl_driver.run(

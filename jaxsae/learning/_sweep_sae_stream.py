@@ -37,7 +37,7 @@ from .._streaming import DEFAULT_CHUNK, _page_release, stream_sum
 from .._validate import check_lam
 from ..certificates._wide import wide_bound_terms
 from ._dl_stream_source import float_dtype
-from ._dl_sweep_result import SweepResult
+from ._dl_sweep_result import SweepResult, parse_list
 from ._sweep_sae import _codes, _epoch_keys, _first_order, _grid_arrays, _step, _table
 
 
@@ -180,13 +180,14 @@ def sweep_sae_stream(
 
     See the module docstring for the passes; the table is that of ``sweep_sae``.
     """
-    from ._sweep import _parse
 
     rows = _Rows(X)
-    widths = _parse(widths, "widths", int)
+    widths = parse_list(widths, "widths", int)
     if min(widths) < 1:
         raise ValueError(f"widths must be positive integers, got {widths}.")
-    grid = list(itertools.product(widths, _parse(lams, "lams", float), _parse(seeds, "seeds", int)))
+    grid = list(
+        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
+    )
     dtype = rows.dtype
     for _, lam, _ in grid:
         check_lam(lam, dtype)

@@ -18,28 +18,29 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validate import check_lam
-from ._dictionary_learning import make_config
 from ._dl_manifold import stack
+from ._dl_setup import LearnerConfig
 from ._dl_stream import data_statistics, open_stream, run_stream, stream_data_init, stream_pass
 from ._dl_stream_steps import table_chunk
-from ._dl_sweep_result import SweepResult
+from ._dl_sweep_result import SweepResult, parse_list
 
 
 def sweep_stream(
     X, *, widths, lams, seeds, cfg_args: dict, bias: bool, progress: bool, chunk_size
 ) -> SweepResult:
     """The grid ``widths × lams × seeds`` over streamed ``X``; see ``sweep``."""
-    from ._sweep import _parse
 
-    widths = _parse(widths, "widths", int)
-    grid = list(itertools.product(widths, _parse(lams, "lams", float), _parse(seeds, "seeds", int)))
+    widths = parse_list(widths, "widths", int)
+    grid = list(
+        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
+    )
     if min(widths) < 1:
         raise ValueError(f"widths must be positive integers, got {widths}.")
     stream = open_stream(X, chunk_size)
     dtype = stream.dtype
     for _, lam, _ in grid:
         check_lam(lam, dtype)
-    cfg = make_config(dtype, dead_atoms=None, bias=bias, code_tol=None, **cfg_args)
+    cfg = LearnerConfig.make(dtype, dead_atoms=None, bias=bias, code_tol=None, **cfg_args)
     K_max = max(w for w, _, _ in grid)
     n, xsum = data_statistics(stream)
     b0 = jnp.asarray(xsum) / n if bias else jnp.zeros((stream.d,), dtype)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Real
 
 from .._typing import ArrayLike
@@ -53,3 +54,24 @@ def sae_codes(sae: SAE, X: Real[ArrayLike, "N d"]) -> Float[Array, "N K"]:
     """The SAE's codes in the folded dictionary's scale: ``z_k ← z_k ‖W_dec[k]‖`` (THEORY §0)."""
     X = check_data(X, sae.d_in, sae.dtype)
     return _codes(sae, X).astype(_certificate_dtype(sae.dtype))
+
+
+class StreamedSAECodes:
+    """``sae_codes(sae, X)`` for rows of a large ``X`` (e.g. a memmap), computed on demand.
+
+    An ``(N, K)`` view: ``codes[i:j]`` encodes rows ``i:j`` of ``X``. Pass it as
+    ``certify(..., codes=...)`` with a streamed ``X``: the SAE's codes are computed
+    chunk by chunk beside the data and never held whole.
+    """
+
+    def __init__(self, sae: SAE, X):
+        if len(X.shape) != 2 or X.shape[1] != sae.d_in:
+            raise ValueError(
+                f"X must have shape (N, {sae.d_in}) for this SAE, got {tuple(X.shape)}."
+            )
+        self.sae, self.X = sae, X
+        self.shape = (int(X.shape[0]), int(sae.d_sae))
+        self.dtype = _certificate_dtype(sae.dtype)
+
+    def __getitem__(self, rows: slice):
+        return np.asarray(sae_codes(self.sae, np.asarray(self.X[rows])))
