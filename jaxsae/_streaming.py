@@ -131,8 +131,9 @@ class Pass(eqx.Module):
     come from: :class:`Resident` scans over device arrays inside one compiled
     program, :class:`Streamed` loops on the host over memmaps or chunk lists
     (memory bounded by the chunk size) and may shard each chunk over a mesh.
-    ``fn`` and ``combine`` must be compiled functions (``eqx.filter_jit``) for
-    the streamed strategy; the resident one traces them into its own program.
+    ``fn`` must be a compiled function (``eqx.filter_jit``) for the streamed
+    strategy, and ``combine`` either compiled or a host function (e.g. float64
+    sums in NumPy); the resident one traces both into its own program.
     """
 
     chunk_size: int = eqx.field(static=True)
@@ -229,13 +230,13 @@ class Streamed(Pass):
         bar = _progress(self.progress, total, self.desc)
         widths = (None,) * len(data) if widths is None else widths
         streams = [iter_chunks(a, c, k) for a, k in zip(data, widths, strict=True)]
-        for pieces in zip(*streams, strict=False):
+        for i, pieces in enumerate(zip(*streams, strict=False)):
             n_valid = pieces[0][1]
-            first = pieces[0][0]
-            if not np.isfinite(first[:n_valid]).all():
+            finite = np.isfinite(pieces[0][0][:n_valid]).all(axis=1)
+            if not finite.all():
                 raise ValueError(
-                    f"the data has non-finite values (NaN/Inf) in rows {n}..{n + n_valid - 1}. "
-                    "Remove or impute them first."
+                    f"the data has a non-finite value (NaN/Inf) in row {n + int(np.argmin(finite))} "
+                    f"(streamed chunk {i}, rows {n}..{n + n_valid - 1}). Remove or impute it first."
                 )
             w = (np.arange(c) < n_valid).astype(dtype)
             chunks = tuple(self._put(p.astype(dtype, copy=False), 2) for p, _ in pieces)

@@ -83,8 +83,10 @@ def test_gap_bounds_suboptimality_of_early_iterates(monkeypatch):
     ref, _ = _cvxpy(X, C, LAM, gamma)
     gaps = []
     traces = []
-    inner = _candidates._fista
-    monkeypatch.setattr(_candidates, "_fista", lambda *a, **k: traces.append(1) or inner(*a, **k))
+    inner = _candidates.run_fista
+    monkeypatch.setattr(
+        _candidates, "run_fista", lambda *a, **k: traces.append(1) or inner(*a, **k)
+    )
     for steps in (20, 60, 200):
         sol = jaxsae.solve_candidate_problem(X, C, LAM, gamma, tol=1e-300, max_steps=steps)
         assert int(sol.steps) == steps

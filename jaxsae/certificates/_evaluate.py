@@ -2,7 +2,7 @@
 
 The metrics of ``models._metrics`` and ``phenomena.dark_matter_r2`` need the
 whole data in memory. Here the data comes as an array, a ``numpy.memmap`` or an
-iterable of chunks (``jaxsae._streaming.iter_chunks``: fixed shape, last chunk
+iterable of chunks (a ``jaxsae._streaming.Streamed`` pass: fixed shape, last chunk
 padded, memmap pages released), and each chunk contributes sufficient statistics:
 
 - small sums and counts, accumulated on the host in float64 / int64:
@@ -20,10 +20,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 from jaxtyping import Array, Bool, Float
 
-from .._streaming import DEFAULT_CHUNK, _progress, data_mesh, is_streamable, iter_chunks
+from .._streaming import DEFAULT_CHUNK, Streamed, is_streamable, resolve_mesh
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
 from ..models._sae import SAE
@@ -118,21 +117,18 @@ class Evaluation(eqx.Module):
 def _codes(model, D, lam, Xc):
     """Codes ``Z`` of one chunk, and ``Z`` in the scale of ``D`` (None without λ)."""
     if isinstance(model, SAE):
-        Z = _sae_codes(model, Xc)
+        Z = jax.vmap(model.encode)(Xc)
         return Z, None if D is None else jnp.where(D.mask, Z * model.decoder_norms(), 0)
-    # Solved outside the statistics' jit: sparse_code compiles once per chunk shape.
     Z = jnp.where(D.mask, sparse_code(D, Xc, lam).codes, 0)
     return Z, Z
 
 
 @eqx.filter_jit
-def _sae_codes(sae, Xc):
-    return jax.vmap(sae.encode)(Xc)
-
-
-@eqx.filter_jit
-def _chunk(model, D, lam, Xc, w, Z, Zd):
-    """One chunk's centred moments (device) and its small sums and counts (host)."""
+def _chunk(chunks, w, start, model, D, lam):
+    """One chunk's centred moments, small sums and counts, and its number of points."""
+    del start
+    Xc = chunks[0]
+    Z, Zd = _codes(model, D, lam, Xc)
     X_hat = jax.vmap(model.decode)(Z) if isinstance(model, SAE) else D.bias + Z @ D.atoms
     valid = w > 0
     E = Xc - X_hat
@@ -151,7 +147,17 @@ def _chunk(model, D, lam, Xc, w, Z, Zd):
         small["obj"] = w @ (0.5 * e_sq + lam * jnp.sum(Zd, axis=1))
         small["gap"] = w @ gap
         small["gap_max"] = jnp.max(jnp.where(valid, gap, -jnp.inf))
-    return chunk_moments(Xc, E, w), small
+    return (chunk_moments(Xc, E, w), small, jnp.sum(valid, dtype=jnp.int32)), ()
+
+
+def _merge(a, b):
+    """Host ``combine``: moments by the pairwise update (device), small sums in float64 /
+    int64 on the host (no overflow or float32 drift at large N), counts as Python ints."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    na, nb = int(na), int(nb)
+    dtype = ma.mx.dtype
+    f, wb = np.asarray(na * nb / (na + nb), dtype), np.asarray(nb / (na + nb), dtype)
+    return merge_moments(ma, mb, f, wb), _add_small(_add_small(None, sa), sb), na + nb
 
 
 def _add_small(acc: dict | None, part: dict) -> dict:
@@ -178,10 +184,6 @@ def _check_model(model, lam):
     raise ValueError(
         f"model must be a jaxsae.SAE or a jaxsae.Dictionary, got {type(model).__name__}."
     )
-
-
-def _place(a, mesh, spec):
-    return jnp.asarray(a) if mesh is None else jax.device_put(a, NamedSharding(mesh, spec))
 
 
 def evaluate(
@@ -240,42 +242,10 @@ def evaluate(
             f"X has shape {tuple(X.shape)} but the model has {d} features; pass data of "
             f"shape (N, {d}), one point per row."
         )
-    mesh = data_mesh() if mesh is None else (None if mesh is False else mesh)
-    n_dev = 1 if mesh is None else mesh.devices.size
-    chunk_size = -(-int(chunk_size) // n_dev) * n_dev
-    if mesh is not None:
-        model, D, lam = jax.device_put((model, D, lam), NamedSharding(mesh, P()))
-    moments, small, pending, n = None, None, None, 0
-    bar = _progress(progress, getattr(X, "shape", (None,))[0], "evaluate")
-    for i, (Xc, n_valid) in enumerate(iter_chunks(X, chunk_size, d)):
-        finite = np.isfinite(Xc[:n_valid]).all(axis=1)
-        if not finite.all():
-            row = n + int(np.argmin(finite))
-            raise ValueError(
-                f"the data has a non-finite value (NaN/Inf) in row {row} (streamed chunk {i}, "
-                f"rows {n}..{n + n_valid - 1}). Remove or impute it before evaluating."
-            )
-        w = (np.arange(chunk_size) < n_valid).astype(dtype)
-        Xc = _place(Xc.astype(dtype), mesh, P("data", None))
-        w = _place(w, mesh, P("data"))
-        part, part_small = _chunk(model, D, lam, Xc, w, *_codes(model, D, lam, Xc))
-        if moments is None:
-            moments = part
-        else:
-            f, wb = n * n_valid / (n + n_valid), n_valid / (n + n_valid)
-            moments = merge_moments(moments, part, np.asarray(f, dtype), np.asarray(wb, dtype))
-        # Fetch the previous chunk's small sums while this one runs on the device.
-        if pending is not None:
-            small = _add_small(small, jax.device_get(pending))
-        pending, n = part_small, n + n_valid
-        if bar is not None:
-            bar.update(n_valid)
-    if bar is not None:
-        bar.close()
-    if pending is None:
-        raise ValueError("the data is empty (0 points). Pass at least one data point.")
-    small = _add_small(small, jax.device_get(pending))
-    return _assemble(n, small, moments_float64(moments), dtype, lam, float(dense_threshold))
+    how = Streamed(int(chunk_size), resolve_mesh(mesh), bool(progress), "evaluate")
+    (moments, small, n), _, _ = how.run(_chunk, _merge, (X,), (model, D, lam), dtype, (d,))
+    small = _add_small(None, small)  # one chunk: not merged yet
+    return _assemble(int(n), small, moments_float64(moments), dtype, lam, float(dense_threshold))
 
 
 def _assemble(n: int, s: dict, m: dict, dtype, lam, dense_threshold: float) -> Evaluation:

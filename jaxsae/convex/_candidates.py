@@ -15,6 +15,7 @@ from jaxtyping import Array, Bool, Float, Int, Real
 
 from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_finite, check_lam, is_concrete
+from ..solvers._fista import fista as run_fista, fista_start, lipschitz
 from ..solvers._results import RESULTS
 from ._group_prox import dual_value, group_prox, primal_dual
 
@@ -81,31 +82,6 @@ def default_candidates(
     return C
 
 
-def _lipschitz(C):
-    """``‖C‖₂²`` exactly, from the smaller Gram matrix, with a rounding margin."""
-    G = C.T @ C if C.shape[1] <= C.shape[0] else C @ C.T
-    top = jnp.linalg.eigvalsh(G)[-1]
-    return top * (1 + 64 * jnp.finfo(C.dtype).eps) + jnp.finfo(C.dtype).tiny
-
-
-def _fista(X, C, state, lam, gamma, step, n_steps: int):
-    """``n_steps`` FISTA iterations with gradient restart (O'Donoghue–Candès).
-
-    ``state = (Z, Zprev, t)`` is carried across calls so momentum survives the
-    certificate checks between blocks of iterations.
-    """
-
-    def body(_, carry):
-        Z, Zprev, t = carry
-        tnext = 0.5 * (1 + jnp.sqrt(1 + 4 * t * t))
-        Y = Z + ((t - 1) / tnext) * (Z - Zprev)
-        Znew = group_prox(Y + step * ((X - Y @ C) @ C.T), lam, gamma, step)
-        restart = jnp.sum((Y - Znew) * (Znew - Z)) > 0
-        return Znew, jnp.where(restart, Znew, Z), jnp.where(restart, jnp.ones_like(t), tnext)
-
-    return jax.lax.fori_loop(0, n_steps, body, state)
-
-
 def _anderson(Rs):
     """Anderson extrapolation of the last residuals ``Rs`` (K+1, N, d) (dual extrapolation,
     Massias et al. 2018): a better guess of the optimal dual point ``U* = R*``."""
@@ -121,7 +97,8 @@ def _anderson(Rs):
 
 @eqx.filter_jit
 def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
-    step = 1 / _lipschitz(C)
+    # ‖C‖₂² from the smaller Gram matrix
+    step = 1 / lipschitz(C.T @ C if C.shape[1] <= C.shape[0] else C @ C.T, exact=True)
     tiny = jnp.finfo(X.dtype).tiny
 
     def converged(P, gap):
@@ -133,8 +110,11 @@ def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
 
     def body(state):
         fista, _, D_best, _, k, Rs = state
-        fista = _fista(X, C, fista, lam, gamma, step, check_every)
-        Z = fista[0]
+        fista = run_fista(
+            lambda Y: -((X - Y @ C) @ C.T), lambda V, s: group_prox(V, lam, gamma, s), fista,
+            step, check_every,
+        )  # fmt: skip
+        Z = fista.Z
         P, D, gap = primal_dual(X, C, Z, lam, gamma)
         Rs = jnp.concatenate([Rs[1:], (X - Z @ C)[None]])
         D_acc = dual_value(X, C, _anderson(Rs), lam, gamma)
@@ -149,7 +129,7 @@ def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
     Z0 = jnp.maximum(Z0, 0)
     P0, D0, gap0 = primal_dual(X, C, Z0, lam, gamma)
     Rs0 = jnp.broadcast_to(X - Z0 @ C, (_N_ANDERSON + 1, *X.shape))
-    fista0 = (Z0, Z0, jnp.ones((), X.dtype))
+    fista0 = fista_start(Z0, per_row=False)  # one momentum: it survives the checks
     init = (fista0, P0, D0, gap0, jnp.zeros((), jnp.int32), Rs0)
     (Z, _, _), P, D, gap, k, _ = jax.lax.while_loop(cond, body, init)
     used = jnp.any(Z > 0, axis=0)
