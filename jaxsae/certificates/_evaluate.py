@@ -114,22 +114,43 @@ class Evaluation(eqx.Module):
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def _codes(model, D, lam, Xc):
-    """Codes ``Z`` of one chunk, and ``Z`` in the scale of ``D`` (None without λ)."""
-    if isinstance(model, SAE):
-        Z = jax.vmap(model.encode)(Xc)
-        return Z, None if D is None else jnp.where(D.mask, Z * model.decoder_norms(), 0)
-    Z = jnp.where(D.mask, sparse_code(D, Xc, lam).codes, 0)
-    return Z, Z
+class _SAECodes(eqx.Module):
+    """An SAE's own codes and reconstruction; with λ also its folded dictionary (§0)."""
+
+    sae: SAE
+    folded: Dictionary | None
+
+    def codes(self, Xc, lam):
+        """``(Z, Z in the folded dictionary's scale or None)``."""
+        Z = jax.vmap(self.sae.encode)(Xc)
+        if self.folded is None:
+            return Z, None
+        return Z, jnp.where(self.folded.mask, Z * self.sae.decoder_norms(), 0)
+
+    def reconstruct(self, Z):
+        return jax.vmap(self.sae.decode)(Z)
+
+
+class _DictionaryCodes(eqx.Module):
+    """A dictionary's certified lasso codes at λ (``sparse_code``, §1)."""
+
+    folded: Dictionary
+
+    def codes(self, Xc, lam):
+        Z = jnp.where(self.folded.mask, sparse_code(self.folded, Xc, lam).codes, 0)
+        return Z, Z
+
+    def reconstruct(self, Z):
+        return self.folded.bias + Z @ self.folded.atoms
 
 
 @eqx.filter_jit
-def _chunk(chunks, w, start, model, D, lam):
+def _chunk(chunks, w, start, view, lam):
     """One chunk's centred moments, small sums and counts, and its number of points."""
     del start
-    Xc = chunks[0]
-    Z, Zd = _codes(model, D, lam, Xc)
-    X_hat = jax.vmap(model.decode)(Z) if isinstance(model, SAE) else D.bias + Z @ D.atoms
+    Xc, D = chunks[0], view.folded
+    Z, Zd = view.codes(Xc, lam)
+    X_hat = view.reconstruct(Z)
     valid = w > 0
     E = Xc - X_hat
     e_sq = jnp.sum(E * E, axis=1)
@@ -171,16 +192,18 @@ def _add_small(acc: dict | None, part: dict) -> dict:
 _INTS = ("n_pos", "nnz", "fire")
 
 
-def _check_model(model, lam):
+def _view(model, lam):
+    """``(view, d, dtype)`` of the model being evaluated; a wrong kind is one clear error."""
     if isinstance(model, SAE):
-        return model.d_in, model.dtype
+        folded = sae_dictionary(model) if lam is not None else None
+        return _SAECodes(model, folded), model.d_in, model.dtype
     if isinstance(model, Dictionary):
         if lam is None:
             raise ValueError(
                 "evaluating a Dictionary needs lam: its codes are the certified lasso codes "
                 "at λ (jaxsae.sparse_code). Pass evaluate(dictionary, X, lam=0.1)."
             )
-        return model.n_features, model.dtype
+        return _DictionaryCodes(model), model.n_features, model.dtype
     raise ValueError(
         f"model must be a jaxsae.SAE or a jaxsae.Dictionary, got {type(model).__name__}."
     )
@@ -227,14 +250,13 @@ def evaluate(
         >>> ev = jaxsae.evaluate(sae, X, chunk_size=4096)
         >>> print(ev.table())
     """
-    d, dtype = _check_model(model, lam)
+    view, d, dtype = _view(model, lam)
     if int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     if not 0 <= float(dense_threshold) <= 1:
         raise ValueError(f"dense_threshold is a firing rate in [0, 1], got {dense_threshold}.")
     if lam is not None:
         lam = check_lam(lam, dtype)
-    D = model if isinstance(model, Dictionary) else (sae_dictionary(model) if lam is not None else None)  # fmt: skip
     if isinstance(X, list | tuple) and len(X) and not is_streamable(X):
         X = np.asarray(X)
     if hasattr(X, "shape") and (len(X.shape) != 2 or X.shape[1] != d):
@@ -243,7 +265,7 @@ def evaluate(
             f"shape (N, {d}), one point per row."
         )
     how = Streamed(int(chunk_size), resolve_mesh(mesh), bool(progress), "evaluate")
-    (moments, small, n), _, _ = how.run(_chunk, _merge, (X,), (model, D, lam), dtype, (d,))
+    (moments, small, n), _, _ = how.run(_chunk, _merge, (X,), (view, lam), dtype, (d,))
     small = _add_small(None, small)  # one chunk: not merged yet
     return _assemble(int(n), small, moments_float64(moments), dtype, lam, float(dense_threshold))
 

@@ -26,6 +26,7 @@ from jaxtyping import Array, Bool, Float
 
 from .._streaming import Pass
 from ..models._dictionary import Dictionary
+from ..models._objective import atom_first_order
 from ..solvers._kkt import kkt_from_parts
 from ..solvers._lasso import sparse_code
 from ._report import certificate_summary, certificate_table, certificate_verdict
@@ -301,11 +302,8 @@ def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_gi
     lam_a = lam.astype(acc)
     l1, c, count = sums["l1"], sums["c"], sums["count"]
     live = mask & (count > 0)
-    radial = jnp.sum(atoms * c, axis=1)
-    tangent = c - radial[:, None] * atoms
+    grad, align, radial = atom_first_order(atoms, c, l1, lam_a, N, live)
     cnorm = jnp.linalg.norm(c, axis=1)
-    safe_l1 = jnp.where(live, l1, 1)
-    align = jnp.where(live, jnp.linalg.norm(atoms - c / (lam_a * safe_l1)[:, None], axis=1), 0)
     cosine = jnp.where(cnorm > 0, radial / jnp.where(cnorm > 0, cnorm, 1), 0)
     gram = atoms @ atoms.T
     pair = mask[:, None] & mask[None, :] & ~jnp.eye(mask.shape[0], dtype=bool)
@@ -337,7 +335,7 @@ def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_gi
         code_l1=l1,
         live=live,
         dead=mask & (count == 0),
-        atom_grad_norm=jnp.linalg.norm(tangent, axis=1) / N,
+        atom_grad_norm=jnp.linalg.norm(grad, axis=1),
         atom_alignment=align,
         atom_cosine=cosine,
         atom_radial=-radial / N,

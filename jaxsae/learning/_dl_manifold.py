@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ..models._objective import atom_first_order
+
 
 def stack(atoms, bias):
     """``P = [atoms; bias]``, shape ``(K + 1, d)``."""
@@ -35,28 +37,34 @@ def inner(U, V):
     return jnp.sum(U * V)
 
 
-def reduced_gradient(P, X, Z, lam, mask, free_bias: bool):
-    """Value, Riemannian gradient and first-order measures of the reduced objective F.
+def chunk_sums(atoms, Y, Z, lam, mask, valid):
+    """Sums over points for F and its envelope gradient (THEORY §2, §4): ``Σ[½‖r_n‖² +
+    λ1ᵀz_n]``, ``C = Zᵀ R``, ``Σ r_n`` and ``‖z_k‖₁`` for centred data ``Y = X − b``
+    (masked atoms and invalid rows count nothing). Returns ``(Zm, R, sums)``."""
+    Zm = jnp.where(mask & valid[:, None], Z, 0)
+    R = Y - Zm @ atoms
+    value = jnp.sum(0.5 * jnp.sum(R * R, axis=1) + lam * jnp.sum(Zm, axis=1))
+    return Zm, R, {"value": value, "C": Zm.T @ R, "rsum": jnp.sum(R, axis=0), "l1": jnp.sum(Zm, 0)}
 
-    With optimal codes ``Z`` the envelope theorem (THEORY §4) gives
-    ``∇_k F = −(1/N) c_k``, ``c_k = Σ_n z_kn r_n``, and ``∇_b F = −(1/N) Σ_n r_n``.
-    The Riemannian gradient projects each atom's gradient onto its tangent space
-    (THEORY §2). The alignment error of (A) is ``‖d_k − c_k / (λ‖z_k‖₁)‖`` for
-    every used atom (zero for dead and masked atoms, which (A) does not constrain).
 
-    Returns:
-        ``(F, riemannian_gradient (K+1, d), row_gradient_norms (K+1,), alignment (K,))``.
+def measures(P, sums, n, lam, mask, free_bias: bool):
+    """``(F, Riemannian gradient (K+1, d), row norms (K+1,), alignment (K,))`` from sums.
+
+    ``∇_k F = −c_k/N`` and ``∇_b F = −Σ r_n/N`` (envelope theorem, THEORY §4) with
+    their Riemannian parts and the alignment error of (A) from
+    ``models._objective.atom_first_order``; dead and masked atoms have alignment 0
+    ((A) does not constrain them).
     """
     atoms, bias = P[:-1], P[-1]
-    N = X.shape[0]
-    Zm = jnp.where(mask, Z, 0)
-    R = X - bias - Zm @ atoms
-    F = jnp.mean(0.5 * jnp.sum(R * R, axis=1) + lam * jnp.sum(Zm, axis=1))
-    C = jnp.where(mask[:, None], Zm.T @ R, 0)
-    gb = -jnp.mean(R, axis=0) if free_bias else jnp.zeros_like(bias)
-    grad = tangent(P, jnp.concatenate([-C / N, gb[None, :]], axis=0))
-    l1 = jnp.sum(Zm, axis=0)
-    used = l1 > 0
-    target = C / (lam * jnp.where(used, l1, 1))[:, None]
-    align = jnp.where(used, jnp.linalg.norm(atoms - target, axis=1), 0)
-    return F, grad, jnp.linalg.norm(grad, axis=1), align
+    C = jnp.where(mask[:, None], sums["C"], 0)
+    g_atoms, align, _ = atom_first_order(atoms, C, sums["l1"], lam, n, sums["l1"] > 0)
+    gb = -sums["rsum"] / n if free_bias else jnp.zeros_like(bias)
+    grad = jnp.concatenate([g_atoms, gb[None, :]], axis=0)
+    return sums["value"] / n, grad, jnp.linalg.norm(grad, axis=1), align
+
+
+def reduced_gradient(P, X, Z, lam, mask, free_bias: bool):
+    """:func:`measures` of resident data: the sums over all of ``X`` as one chunk."""
+    valid = jnp.ones(X.shape[:1], bool)
+    _, _, sums = chunk_sums(P[:-1], X - P[-1], Z, lam, mask, valid)
+    return measures(P, sums, X.shape[0], lam, mask, free_bias)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from ..models._objective import huber
 from ._dl_fista import approximate_codes
-from ._dl_manifold import tangent
+from ._dl_manifold import chunk_sums, measures as _measures
 from ._dl_steps import _codes, atom_block_pass
 
 
@@ -32,21 +32,13 @@ def _centre(P, Xc, valid):
     return _padded(P, Xc, valid) - P[-1]
 
 
-def _f_sums(atoms, Y, Z, lam, mask, valid):
-    """Sums over a chunk for F, ``C = Zᵀ R``, ``Σ r_n`` and ``Σ z_n`` (masked codes)."""
-    Zm = jnp.where(mask & valid[:, None], Z, 0)
-    R = Y - Zm @ atoms
-    value = jnp.sum(0.5 * jnp.sum(R * R, axis=1) + lam * jnp.sum(Zm, axis=1))
-    return Zm, R, {"value": value, "C": Zm.T @ R, "rsum": jnp.sum(R, axis=0), "l1": jnp.sum(Zm, 0)}
-
-
 @eqx.filter_jit
 def alternating_chunk(P, Xc, valid, Zc, lam, mask, inner_steps: int):
     """FISTA codes for one chunk (warm-started from ``Zc``) and the phase-1 sums."""
     atoms = P[:-1]
     Y = _centre(P, Xc, valid)
     Z = approximate_codes(atoms, Y, lam, mask, Zc, inner_steps)
-    Zm, _, sums = _f_sums(atoms, Y, Z, lam, mask, valid)
+    Zm, _, sums = chunk_sums(atoms, Y, Z, lam, mask, valid)
     sums["A"] = Zm.T @ Zm
     sums["B"] = Zm.T @ Y
     sums["xsum"] = jnp.sum(jnp.where(valid[:, None], Xc, 0), axis=0)
@@ -58,28 +50,11 @@ def certified_chunk(P, Xc, valid, Zc, lam, mask, code_tol, max_code_steps: int):
     """Certified, exact-on-support codes for one chunk (warm start ``Zc``) and F's sums."""
     Y = _centre(P, Xc, valid)
     Z = _codes(P, _padded(P, Xc, valid), lam, mask, Zc, code_tol, max_code_steps)
-    _, _, sums = _f_sums(P[:-1], Y, Z, lam, mask, valid)
+    _, _, sums = chunk_sums(P[:-1], Y, Z, lam, mask, valid)
     return Z, sums
 
 
-@eqx.filter_jit
-def measures(P, sums, n, lam, mask, free_bias: bool):
-    """``(F, Riemannian gradient, row norms, alignment)`` from summed statistics.
-
-    The streamed twin of ``_dl_manifold.reduced_gradient``: ``∇_k F = −c_k/N``,
-    ``∇_b F = −Σ r_n / N``, projected on the tangent space; alignment error of (A)
-    ``‖d_k − c_k/(λ‖z_k‖₁)‖`` for used atoms.
-    """
-    atoms, bias = P[:-1], P[-1]
-    F = sums["value"] / n
-    C = jnp.where(mask[:, None], sums["C"], 0)
-    gb = -sums["rsum"] / n if free_bias else jnp.zeros_like(bias)
-    grad = tangent(P, jnp.concatenate([-C / n, gb[None, :]], axis=0))
-    l1 = sums["l1"]
-    used = l1 > 0
-    target = C / (lam * jnp.where(used, l1, 1))[:, None]
-    align = jnp.where(used, jnp.linalg.norm(atoms - target, axis=1), 0)
-    return F, grad, jnp.linalg.norm(grad, axis=1), align
+measures = eqx.filter_jit(_measures)
 
 
 @eqx.filter_jit

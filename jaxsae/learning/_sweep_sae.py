@@ -1,6 +1,6 @@
 """``sweep(method="sae")``: many vanilla SAEs (widths × λ × seeds) trained as one program.
 
-Each run is a ReLU SAE of the largest width ``K_max`` whose latents beyond its
+Each run is a ``models.SAE`` (ReLU) of the largest width ``K_max`` whose latents beyond its
 width are masked (zero codes, no gradient), trained with Adam on
 
     (1/B) Σ_n [ ½‖x_n − x̂_n‖² + λ Σ_k z_kn ],   ‖W_dec[k]‖ = 1 (projected after each step),
@@ -19,33 +19,29 @@ import optax
 
 from ..certificates._wide import wide_bound
 from ..models._activations import ReLU
+from ..models._objective import atom_first_order
 from ..models._sae import SAE
 from ._dl_sweep_result import SweepResult
 
 
-class _Params(eqx.Module):
-    W_enc: jax.Array
-    b_enc: jax.Array
-    W_dec: jax.Array
-    b_dec: jax.Array
+def _codes(sae: SAE, X, mask):
+    """The encoder's codes of the rows of ``X``; latents beyond the run's width are masked."""
+    return jnp.where(mask, jax.vmap(sae.encode)(X), 0)
 
 
-def _codes(p: _Params, X, mask):
-    return jnp.where(mask, jnp.maximum((X - p.b_dec) @ p.W_enc + p.b_enc, 0), 0)
-
-
-def _loss(p: _Params, X, mask, lam):
-    Z = _codes(p, X, mask)
-    R = X - p.b_dec - Z @ p.W_dec
+def _loss(sae: SAE, X, mask, lam):
+    Z = _codes(sae, X, mask)
+    R = X - jax.vmap(sae.decode)(Z)
     return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
 
 
-def _init(b_dec, K_max: int, seed: int) -> _Params:
-    """One run's SAE from ``key(seed)``; ``b_dec`` starts at the data mean."""
+def _init(b_dec, K_max: int, seed: int) -> SAE:
+    """One run's ReLU SAE (unit decoder rows) from ``key(seed)``; ``b_dec`` starts at the
+    data mean."""
     sae = SAE.init(
         b_dec.shape[0], K_max, ReLU(), key=jax.random.key(seed), dtype=b_dec.dtype, decoder_norm=1.0
     )
-    return _Params(sae.W_enc, sae.b_enc, sae.W_dec, b_dec)
+    return eqx.tree_at(lambda s: s.b_dec, sae, b_dec)
 
 
 def _grid_arrays(grid, b_dec):
@@ -78,7 +74,7 @@ def _step(carry, Xb, masks, lams, opt):
 
 
 @eqx.filter_jit
-def _train(params: _Params, X, masks, lams, batches, lr):
+def _train(params: SAE, X, masks, lams, batches, lr):
     """Train every run (leading axis of ``params``, ``masks``, ``lams``) over ``batches``."""
     opt = optax.adam(lr)
     opt_state = jax.vmap(opt.init)(params)
@@ -90,10 +86,10 @@ def _train(params: _Params, X, masks, lams, batches, lr):
     return params
 
 
-def _measure(p: _Params, X, mask, lam):
+def _measure(p: SAE, X, mask, lam):
     """Table entries of one run; the codes are the SAE encoder's (folded: unit decoder rows)."""
     Z = _codes(p, X, mask)
-    R = X - p.b_dec - Z @ p.W_dec
+    R = X - jax.vmap(p.decode)(Z)
     N = X.shape[0]
     objective = jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
     C = Z.T @ R  # c_k = Σ_n z_kn r_n  (THEORY §2)
@@ -112,11 +108,8 @@ def _measure(p: _Params, X, mask, lam):
 
 def _first_order(W_dec, C, l1, mask, lam, N):
     """Max Riemannian gradient norm and max alignment error of (A), from ``C`` and ``‖z_k‖₁``."""
-    radial = jnp.sum(C * W_dec, axis=1, keepdims=True)
-    grad = jnp.linalg.norm(C - radial * W_dec, axis=1) / N
-    used = mask & (l1 > 0)
-    align = jnp.linalg.norm(W_dec - C / jnp.where(used, lam * l1, 1)[:, None], axis=1)
-    return jnp.max(jnp.where(mask, grad, 0)), jnp.max(jnp.where(used, align, 0))
+    grad, align, _ = atom_first_order(W_dec, C, l1, lam, N, mask & (l1 > 0))
+    return jnp.max(jnp.where(mask, jnp.linalg.norm(grad, axis=1), 0)), jnp.max(align)
 
 
 def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float) -> SweepResult:
@@ -132,7 +125,7 @@ def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float) ->
     return _table(grid, params, masks, lams, m, bound, tol)
 
 
-def _table(grid, params: _Params, masks, lams, m: dict, bound, tol: float) -> SweepResult:
+def _table(grid, params: SAE, masks, lams, m: dict, bound, tol: float) -> SweepResult:
     """The ``SweepResult`` from the runs' ``_measure`` entries ``m`` and bounds (W)."""
     return SweepResult(
         width=jnp.asarray([w for w, _, _ in grid]),

@@ -37,8 +37,7 @@ from ..io._checkpoint import (
 )
 from ..io._lock import RunLock
 from ..models import _metrics
-from ..models._activations import JumpReLU, TopK
-from ..models._penalties import L0, L1, AbstractPenalty, NoPenalty
+from ..models._penalties import AbstractPenalty, default_penalty
 from ..models._sae import SAE
 
 
@@ -163,14 +162,6 @@ def _epoch_order(key, epoch, N: int, B: int):
     return perm[: (N // B) * B].reshape(N // B, B)
 
 
-def _default_penalty(activation) -> AbstractPenalty:
-    if isinstance(activation, TopK):
-        return NoPenalty()
-    if isinstance(activation, JumpReLU):
-        return L0()
-    return L1()
-
-
 class LinearSchedule(eqx.Module):
     """Learning rate: linear warm-up from 0 over ``warmup`` steps, constant ``lr``, then
     linear decay to 0 over the last ``decay`` of ``steps`` steps. All fields are arrays."""
@@ -290,8 +281,8 @@ def train_sae(
         raise ValueError(
             f"steps must be ≥ 0 and log_every ≥ 1, got steps={steps}, log_every={log_every}."
         )
-    penalty = _default_penalty(sae.activation) if penalty is None else penalty
-    if isinstance(penalty, NoPenalty):
+    penalty = default_penalty(sae.activation) if penalty is None else penalty
+    if not penalty.needs_lam:
         lam = 0.0 if lam is None else lam
     elif lam is None:
         raise ValueError(
@@ -352,7 +343,7 @@ def _fingerprint(sae, data, state, lam, penalty, optimizer, schedule, batch_size
         "key": hashlib.sha256(np.asarray(state.key).tobytes()).hexdigest()[:16],
         "initial_sae": init.hexdigest()[:16],
         "d_in": sae.d_in, "d_sae": sae.d_sae, "dtype": str(sae.dtype),
-        "activation": repr(sae.activation) if not isinstance(sae.activation, JumpReLU) else "JumpReLU",
+        "activation": sae.activation.describe(),
         "penalty": type(penalty).__name__, "lam": float(lam), "batch_size": int(batch_size),
         "steps": int(steps), "l1_warmup_steps": int(l1_warmup),
         "schedule": None if schedule is None else [float(v) for v in jax.tree.leaves(schedule)],

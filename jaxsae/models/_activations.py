@@ -18,6 +18,7 @@ the latter being the exact derivative of the kernel-smoothed step
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -63,7 +64,13 @@ def _heaviside_jvp(primals, tangents):
 
 
 class AbstractActivation(eqx.Module):
-    """The nonlinearity of an SAE: pre-activations ``(d_sae,)`` → codes ``(d_sae,)``."""
+    """The nonlinearity of an SAE: pre-activations ``(d_sae,)`` → codes ``(d_sae,)``.
+
+    ``sparsity`` names the penalty an SAE with this activation trains with by
+    default (``_penalties.default_penalty``): ``"l1"``, ``"l0"`` or ``"none"``.
+    """
+
+    sparsity: eqx.AbstractClassVar[str]
 
     @abc.abstractmethod
     def __call__(self, pre: Real[ArrayLike, " K"]) -> Float[Array, " K"]: ...
@@ -76,9 +83,22 @@ class AbstractActivation(eqx.Module):
     def fold(self, norms: Real[ArrayLike, " K"]) -> "AbstractActivation":
         """The activation after latent ``k`` is rescaled by ``norms[k]`` (decoder folding)."""
 
+    def step(self, pre) -> Float[Array, " K"]:
+        """``H(pre − θ)`` per latent, the count an ``L0()`` penalty trains (JumpReLU only)."""
+        raise ValueError(
+            f"L0() needs a JumpReLU SAE, not {type(self).__name__}; use L1() or "
+            "DecoderNormL1() for ReLU, NoPenalty() for TopK."
+        )
+
+    def describe(self) -> str:
+        """A short stable name (for fingerprints of a training run)."""
+        return repr(self)
+
 
 class ReLU(AbstractActivation):
     """``f = max(pre, 0)`` (SAELens ``standard``)."""
+
+    sparsity: ClassVar[str] = "l1"
 
     def __call__(self, pre):
         return jnp.maximum(pre, 0)
@@ -96,6 +116,7 @@ class TopK(AbstractActivation):
     ``k`` fixes shapes, so it is static.
     """
 
+    sparsity: ClassVar[str] = "none"
     k: int = eqx.field(static=True)
 
     def __check_init__(self):
@@ -136,6 +157,7 @@ class JumpReLU(AbstractActivation):
         >>> act = jaxsae.JumpReLU(threshold=0.001, bandwidth=0.001)
     """
 
+    sparsity: ClassVar[str] = "l0"
     threshold: Float[Array, " K"]
     bandwidth: Float[Array, ""]
 
@@ -175,3 +197,6 @@ class JumpReLU(AbstractActivation):
 
     def fold(self, norms):
         return JumpReLU(self.threshold * norms, self.bandwidth)
+
+    def describe(self) -> str:
+        return "JumpReLU"  # θ is trained: the initial values are in the SAE's hash

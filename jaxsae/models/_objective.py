@@ -50,3 +50,23 @@ def objective(
 def huber(t: Real[ArrayLike, "..."], lam) -> Float[Array, "..."]:
     """The Huber function of (W): ``h_λ(t) = ½t²`` for ``t ≤ λ``, ``λt − ½λ²`` above."""
     return jnp.where(t <= lam, 0.5 * t * t, lam * t - 0.5 * lam * lam)
+
+
+def atom_first_order(atoms, C, l1, lam, n_points, live):
+    """The first-order residuals of the atoms (THEORY §2, (A)) from ``C`` and ``‖z_k‖₁``.
+
+    With ``c_k = Σ_n z_kn r_n`` (rows of ``C``) and optimal codes, the envelope
+    gradient is ``∇_k F = −c_k/N``; on the sphere its Riemannian part is
+    ``−(I − d_k d_kᵀ) c_k / N``, and (A) says ``d_k = c_k/(λ‖z_k‖₁)`` for every
+    used atom. The one place these formulas are written: the certificate, the
+    dictionary learners (resident and streamed) and the SAE sweep call it.
+
+    Returns:
+        ``(gradient (K, d), alignment (K,), radial (K,))``: the Riemannian gradient
+        rows, ``‖d_k − c_k/(λ‖z_k‖₁)‖`` (0 where not ``live``) and ``d_kᵀc_k``.
+    """
+    radial = jnp.sum(atoms * C, axis=1)
+    gradient = -(C - radial[:, None] * atoms) / n_points
+    target = C / (lam * jnp.where(live, l1, 1))[:, None]
+    alignment = jnp.where(live, jnp.linalg.norm(atoms - target, axis=1), 0)
+    return gradient, alignment, radial

@@ -20,7 +20,7 @@ from typing import ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 
-from ._activations import JumpReLU
+from ._activations import AbstractActivation
 from ._sae import SAE
 
 
@@ -28,6 +28,7 @@ class AbstractPenalty(eqx.Module):
     """``penalty(sae, pre, z)``: the sparsity cost of one example's codes ``z``."""
 
     unit_decoder: eqx.AbstractClassVar[bool]
+    needs_lam: ClassVar[bool] = True  # a weight λ must be given
 
     @abc.abstractmethod
     def __call__(self, sae: SAE, pre, z): ...
@@ -57,8 +58,6 @@ class L0(AbstractPenalty):
     unit_decoder: ClassVar[bool] = False
 
     def __call__(self, sae, pre, z):
-        if not isinstance(sae.activation, JumpReLU):
-            raise ValueError("L0() needs a JumpReLU SAE; use L1() or DecoderNormL1() for ReLU.")
         return jnp.sum(sae.activation.step(pre))
 
 
@@ -66,6 +65,16 @@ class NoPenalty(AbstractPenalty):
     """No sparsity term (TopK SAEs: ``k`` fixes the L0). Decoder rows kept at unit norm."""
 
     unit_decoder: ClassVar[bool] = True
+    needs_lam: ClassVar[bool] = False
 
     def __call__(self, sae, pre, z):
         return jnp.zeros((), z.dtype)
+
+
+_BY_SPARSITY = {"l1": L1, "l0": L0, "none": NoPenalty}
+
+
+def default_penalty(activation: AbstractActivation) -> AbstractPenalty:
+    """The penalty an SAE with ``activation`` trains with by default: ``L1()`` for
+    ReLU, ``L0()`` for JumpReLU, ``NoPenalty()`` for TopK (``activation.sparsity``)."""
+    return _BY_SPARSITY[activation.sparsity]()

@@ -99,26 +99,12 @@ def make_world(size: DemoSize, key):
     return X, hier, dense
 
 
-def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0) -> Report:
-    """Run the showcase and write the report folder; returns the ``Report``."""
-    t0 = time.perf_counter()
-    size = QUICK if quick else FULL
-    key = jax.random.key(seed)
-    kw, kd, ks, kp, ksw = jax.random.split(key, 5)
-    rep = Report("jaxsae demo: is this dictionary optimal, and what does optimality force?")
-    rep.text(
-        "Everything below was computed by `jaxsae demo` on built-in data. Objectives are "
-        f"per-point means (THEORY §0); λ = {LAM:g}. Explained variance is "
-        "`1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)` (THEORY §7b)."
-    )
-
-    # 1. World and certified dictionary -------------------------------------------------
-    X, hier, dense = make_world(size, kw)
-    _log(f"world: N={X.shape[0]} points in d={X.shape[1]} (hierarchy + dense ±v)", t0)
+def _dictionary_section(rep, X, size, kd, log):
+    """1. A dictionary learned on the world and certified to first and second order."""
     D, hist = jaxsae.learn_dictionary(X, size.width, LAM, key=kd, max_steps=400, progress=False)
     so = jaxsae.second_order(D, X, LAM, n_eigs=6)
     cert = jaxsae.certify(D, X, LAM).with_second_order(so)  # one verdict, both orders
-    _log(f"learned dictionary K={size.width}: {cert.verdict}", t0)
+    log(f"learned dictionary K={size.width}: {cert.verdict}")
     rep.section(
         "1. A learned dictionary, certified",
         f"`learn_dictionary` (alternating warm-up, then Riemannian L-BFGS on the reduced objective) on a "
@@ -154,8 +140,11 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
         plots.spectrum_figure(np.asarray(so.eigenvalues)),
         "Smallest eigenvalues of the Riemannian Hessian (THEORY §4); " + spectrum_caption(so),
     )
+    return D, hist, cert
 
-    # 2. Vanilla SAE on the same data ---------------------------------------------------
+
+def _sae_section(rep, X, size, ks, D, hist, cert, log):
+    """2. A vanilla SAE on the same data, certified with its own encoder's codes."""
     sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks, dtype=X.dtype)
     trained = jaxsae.train_sae(
         sae, X, key=ks, steps=size.sae_steps, batch_size=256, lam=LAM, lr=3e-3, progress=False
@@ -163,7 +152,7 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     D_sae = jaxsae.sae_dictionary(trained)
     Z_sae = jaxsae.sae_codes(trained, X)
     sae_cert = jaxsae.certify(D_sae, X, LAM, codes=Z_sae)
-    _log(f"trained SAE: {sae_cert.verdict}", t0)
+    log(f"trained SAE: {sae_cert.verdict}")
     Z = hist.codes
     X_hat_opt = X - jaxsae.residuals(D, X, Z)
     X_hat_sae = jax.vmap(trained)(X)
@@ -220,16 +209,16 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
         "Firing rates per atom",
     )
 
-    # 3. Width sweep against the wide-limit bound ---------------------------------------
+
+def _sweep_section(rep, X, size, cert, log):
+    """3. The objective against width, and the wide-limit bound (W)."""
     sweep = jaxsae.sweep(
         X, widths=size.widths, lams=(LAM,), seeds=(0,), method="dictionary", progress=False
     )
     order = sorted(sweep.select(lam=LAM, seed=0), key=lambda i: int(sweep.width[i]))
     objs = [float(sweep.objective[i]) for i in order]
     bound = float(cert.wide_bound)
-    _log(
-        f"width sweep {size.widths}: objectives {np.round(objs, 4).tolist()}, bound {bound:.4f}", t0
-    )
+    log(f"width sweep {size.widths}: objectives {np.round(objs, 4).tolist()}, bound {bound:.4f}")
     rep.section(
         "3. Objective against width, and the wide-limit bound (W)",
         "One compiled program learns every width (atom masks, vmapped). No dictionary of any width can go "
@@ -242,7 +231,9 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     )
     rep.record("width_sweep", {"widths": list(size.widths), "objective": objs, "wide_bound": bound})
 
-    # 4. Phenomena: absorption and antipodal pairs --------------------------------------
+
+def _phenomena_section(rep, X, hier, D, Z, cert, log):
+    """4. Absorption and antipodal pairs: predicted, then measured."""
     ph = jaxsae.phenomena
     gain = float(ph.absorption_gain(alpha=1.0, beta=0.8, lam=LAM))
     absorbs = bool(ph.absorption_predicted(alpha=1.0, beta=0.8, lam=LAM))
@@ -295,17 +286,17 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
             "predicted_rate": rate_pred,
         },
     )
-    _log(
-        f"phenomena: absorption rate {ab.mean_rate:.3f}; antipodal pairs {pairs.pairs.tolist()}", t0
-    )
+    log(f"phenomena: absorption rate {ab.mean_rate:.3f}; antipodal pairs {pairs.pairs.tolist()}")
 
-    # 5. Natural-image patches ----------------------------------------------------------
-    P = image_patches(size.n_patches, key=kp).astype(X.dtype)
+
+def _patch_section(rep, size, kp, quick: bool, dtype, log):
+    """5. A dictionary of natural-image patches."""
+    P = image_patches(size.n_patches, key=kp).astype(dtype)
     Dp, hp = jaxsae.learn_dictionary(
         P, size.patch_atoms, LAM, key=kp, max_steps=150 if quick else 250, progress=False
     )
     cp = jaxsae.certify(Dp, P, LAM)
-    _log(f"patches: {cp.verdict}", t0)
+    log(f"patches: {cp.verdict}")
     rep.section(
         "5. Natural-image patches",
         f"{size.n_patches} 8×8 grayscale patches from scikit-learn's sample images (mean removed, unit mean norm), "
@@ -318,6 +309,31 @@ def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0)
     )
     rep.record("patch_certificate", cp.to_json())
 
+
+def demo_report(out: str = "demo-report", *, quick: bool = False, seed: int = 0) -> Report:
+    """Run the showcase and write the report folder; returns the ``Report``."""
+    t0 = time.perf_counter()
+    size = QUICK if quick else FULL
+    key = jax.random.key(seed)
+    kw, kd, ks, kp, _ = jax.random.split(key, 5)
+    rep = Report("jaxsae demo: is this dictionary optimal, and what does optimality force?")
+    rep.text(
+        "Everything below was computed by `jaxsae demo` on built-in data. Objectives are "
+        f"per-point means (THEORY §0); λ = {LAM:g}. Explained variance is "
+        "`1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)` (THEORY §7b)."
+    )
+
+    X, hier, _ = make_world(size, kw)
+
+    def log(msg):
+        _log(msg, t0)
+
+    log(f"world: N={X.shape[0]} points in d={X.shape[1]} (hierarchy + dense ±v)")
+    D, hist, cert = _dictionary_section(rep, X, size, kd, log)
+    _sae_section(rep, X, size, ks, D, hist, cert, log)
+    _sweep_section(rep, X, size, cert, log)
+    _phenomena_section(rep, X, hier, D, hist.codes, cert, log)
+    _patch_section(rep, size, kp, quick, X.dtype, log)
     path = rep.write(out)
     _log(f"report written to {path}", t0)
     return rep
