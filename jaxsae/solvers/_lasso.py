@@ -72,6 +72,26 @@ def _evaluate(atoms, Yc, Z, lam, mask):
     return kkt_from_parts(Z, R @ atoms.T, R, lam, mask)
 
 
+class CoderSettings(eqx.Module):
+    """The sparse coder's settings, named (static: they fix shapes and loop counts).
+
+    ``sweeps`` block-coordinate sweeps of ``inner`` FISTA steps on blocks of ``block``
+    atoms per round, then an exact polish with candidate supports of at most ``cap``
+    atoms and ``pdas_iter`` primal–dual active-set solves.
+    """
+
+    sweeps: int = eqx.field(static=True)
+    cap: int = eqx.field(static=True)
+    block: int = eqx.field(static=True, default=64)
+    inner: int = eqx.field(static=True, default=6)
+    pdas_iter: int = eqx.field(static=True, default=8)
+
+    def wide_cap(self, K: int, d: int) -> int:
+        """The candidate cap of the later rounds and of the implicit derivative: a whole
+        support (≤ d when unique) plus violators."""
+        return min(K, max(2 * self.cap, min(d, 128) + 16))
+
+
 class _Problem(eqx.Module):
     """What every round needs, computed once per chunk."""
 
@@ -80,7 +100,7 @@ class _Problem(eqx.Module):
     lam: Array
     G: Array
     Ls: Array
-    cfg: tuple = eqx.field(static=True)  # (sweeps, block, inner, cap, pdas_iter)
+    cfg: CoderSettings
 
 
 def _round(P: _Problem, Zit, Z, gap, kkt, Yc, B, ident, cap: int, pdas: tuple, eval_bcd: bool):
@@ -93,10 +113,13 @@ def _round(P: _Problem, Zit, Z, gap, kkt, Yc, B, ident, cap: int, pdas: tuple, e
     objective, so BCD keeps making progress where the polish cannot (a
     candidate set that misses the support) and rounds never cycle.
     """
-    sweeps, block, inner, _, _ = P.cfg
+    cfg = P.cfg
     dtype, lam_i = Yc.dtype, P.lam.astype(ident)
     Gi, Bi = P.G.astype(ident), B.astype(ident)
-    Zb = bcd(Zit.astype(ident), Gi, Bi, lam_i, P.mask, P.Ls.astype(ident), sweeps, block, inner)
+    Zb = bcd(
+        Zit.astype(ident), Gi, Bi, lam_i, P.mask, P.Ls.astype(ident), cfg.sweeps, cfg.block,
+        cfg.inner,
+    )  # fmt: skip
     GZ = Zb @ Gi
     # Primal objective of the BCD iterate from Gram products (only used to steer).
     p_b = 0.5 * jnp.sum(Yc * Yc, axis=1) - jnp.sum(Zb * (Bi - lam_i - 0.5 * GZ), axis=1).astype(
@@ -140,7 +163,7 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
     certified or ``max_steps`` rounds have run.
     """
     dtype, N, K = Yc.dtype, Yc.shape[0], P.atoms.shape[0]
-    cap, pdas_iter = P.cfg[3], P.cfg[4]
+    cap, pdas_iter = P.cfg.cap, P.cfg.pdas_iter
     ident = jnp.float32 if jnp.dtype(dtype).itemsize > 4 else dtype
     # float32 identification: 3 PDAS solves in float32, then 1 exact solve.
     pdas1 = (3, 1) if ident != dtype else (0, pdas_iter)
@@ -182,8 +205,7 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
         Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
         steps = (~done0).astype(jnp.int32)
     M = min(N, max(64, -(-N // 64)))
-    # Later rounds must hold a whole support (≤ d when unique) plus violators.
-    cap2 = min(K, max(2 * cap, min(Yc.shape[1], 128) + 16))
+    cap2 = P.cfg.wide_cap(K, Yc.shape[1])
 
     def cond(state):
         gap, k = state[2], state[-1]
@@ -234,7 +256,7 @@ def _solve_points(atoms, bias, mask, lam, X, Z0, *, tol, max_steps, cfg, chunk_s
     """Certified codes for the points ``X`` on one device (all of them, or its shard)."""
     Yc = X - bias
     G = jnp.where(mask[:, None] & mask[None, :], atoms @ atoms.T, 0)
-    P = _Problem(atoms=atoms, mask=mask, lam=lam, G=G, Ls=block_lipschitz(G, cfg[1]), cfg=cfg)
+    P = _Problem(atoms=atoms, mask=mask, lam=lam, G=G, Ls=block_lipschitz(G, cfg.block), cfg=cfg)
 
     def solve(Yc, Z0):
         return _solve_chunk(P, Yc, Z0, tol, max_steps, cold, path)
@@ -291,7 +313,7 @@ def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh
     Z, gap = Z * c, gap * (c * c)
     conv = conv & jnp.isfinite(gap)  # never "converged" with a gap that is not a number
     # Differentiable view of the solution: implicit differentiation on the active set.
-    cap_implicit = min(atoms.shape[0], max(2 * cfg[3], min(atoms.shape[1], 128) + 16))
+    cap_implicit = cfg.wide_cap(*atoms.shape)
     Z = implicit_codes(Z, atoms, dictionary.bias, mask, X, lam, cap_implicit)
     finite = jnp.all(jnp.isfinite(gap))
     result = RESULTS.where(
@@ -402,7 +424,7 @@ def sparse_code(
     cap = min(K, dictionary.n_features, 40) if support_cap is None else min(int(support_cap), K)
     if cap < 1:
         raise ValueError(f"support_cap must be ≥ 1, got {support_cap}.")
-    cfg = (int(sweeps), 64, 6, cap, 8)  # (sweeps, block, inner steps, cap, PDAS solves)
+    cfg = CoderSettings(sweeps=int(sweeps), cap=cap)
     mesh = resolve_data_mesh(mesh, dictionary, X, lam, init)
     if mesh is not None and mesh.devices.size == 1:
         mesh = None
