@@ -1,6 +1,31 @@
 """jaxsae: certified optimality for sparse dictionaries and sparse autoencoders.
 
 The whole public API is listed here; the mathematics is in docs/theory.md.
+
+Where things live (layers import only downward):
+
+- ``_streaming.py``: every pass over data is *chunk statistics → combine →
+  finish*; where the data lives is a strategy (``Resident``: a compiled scan over
+  device arrays; ``Streamed``: a host loop over memmaps / chunk lists, sharded over
+  a mesh). Certificates and ``evaluate`` have no separate streamed variant; the
+  learners still do (``learning/_dl_stream.py``, ``_sweep_stream.py``,
+  ``_sweep_sae_stream.py``), which is the next merge.
+- ``models/``: ``Dictionary``, ``SAE`` (activations, penalties), the objective and
+  the first-order residual formula (``_objective.atom_first_order``).
+- ``solvers/``: the sparse coder (``_lasso.sparse_code``: homotopy kernel
+  ``_lars.cc`` / ``_homotopy.py``, then gathered rounds of block steps and exact
+  polishes; settings in ``CoderSettings``), one FISTA and one Lipschitz estimate
+  (``_fista.py``), the LP of the GS10 checks, KKT residuals and result codes.
+  A new solver goes here.
+- ``certificates/``: ``certify`` (``_certify.py``; the pass in ``_first_order.py``),
+  ``second_order`` (resident Hessian ``_hessian.py``, streamed one
+  ``_second_order_streamed.py``, one spectral step ``_spectrum.py``), GS10,
+  splitting, ``evaluate``.
+- ``convex/``: the wide limit and the convex candidate problem.
+- ``learning/``: the dictionary learner (``_dictionary_learning.py``: settings,
+  start and finish in ``_dl_setup.py``, steps in ``_dl_steps.py``, the host loop in
+  ``_dl_driver.py``; streamed data in ``_dl_stream.py``), ``train_sae``, ``sweep``.
+- ``phenomena/``, then ``io/`` (files), ``cli/``, ``report/``, ``plots/`` on top.
 """
 
 from .models._dictionary import Dictionary as Dictionary
