@@ -8,8 +8,8 @@ Where things live (layers import only downward):
   finish*; where the data lives is a strategy (``Resident``: a compiled scan over
   device arrays; ``Streamed``: a host loop over memmaps / chunk lists, sharded over
   a mesh). Certificates and ``evaluate`` have no separate streamed variant; the
-  learners still do (``learning/_dl_stream.py``, ``_sweep_stream.py``,
-  ``_sweep_sae_stream.py``), which is the next merge.
+  dictionary learner and its sweep still do (``learning/_dl_stream.py``,
+  ``_sweep_stream.py``), which is the next merge; the SAE sweep has none.
 - ``models/``: ``Dictionary``, ``SAE`` (activations, penalties), the objective and
   the first-order residual formula (``_objective.atom_first_order``).
 - ``solvers/``: the sparse coder (``_lasso.sparse_code``: homotopy kernel

@@ -15,7 +15,6 @@ from __future__ import annotations
 import abc
 import ctypes
 import ctypes.util
-import functools
 import mmap
 from collections.abc import Callable, Iterator
 from typing import ClassVar
@@ -164,38 +163,44 @@ class Resident(Pass):
 
     def run(self, fn, combine, data, args=(), dtype=None, widths=None):
         del widths  # device arrays: shapes were checked by the caller
-        if dtype is not None:
-            data = tuple(jnp.asarray(a, dtype) for a in data)
-        N = data[0].shape[0]
-        c = max(1, min(self.chunk_size, N))
-        n = -(-N // c)
-        pad = n * c - N
-
-        def stack(a):
-            a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
-            return a.reshape(n, c, *a.shape[1:])
-
-        chunks = tuple(stack(a) for a in data)
-        w = stack(jnp.ones((N,), data[0].dtype))
-        starts = jnp.arange(n, dtype=jnp.int32) * c
-        shapes = jax.eval_shape(lambda: fn(tuple(a[0] for a in chunks), w[0], starts[0], *args))
-        acc0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
-
-        def step(acc, inp):
-            i, xs, wc, start = inp
-            part, per_point = fn(xs, wc, start, *args)
-            merged = combine(acc, part)
-            acc = jax.tree.map(lambda m, p: jnp.where(i == 0, p, m), merged, part)
-            return acc, per_point
-
-        acc, per_point = jax.lax.scan(step, acc0, (jnp.arange(n), chunks, w, starts))
-        per_point = jax.tree.map(lambda a: a.reshape(n * c, *a.shape[2:])[:N], per_point)
-        return acc, per_point, N
+        return _resident_run(self, fn, combine, data, args, dtype)
 
     def run_then(self, fn, combine, finish, data, args=(), finish_args=(), dtype=None,
                  widths=None):  # fmt: skip
         del widths
         return _resident_then(self, fn, combine, finish, data, args, finish_args, dtype)
+
+
+@eqx.filter_jit
+def _resident_run(self, fn, combine, data, args, dtype):
+    """:meth:`Resident.run`, compiled (``fn`` and ``combine`` are static)."""
+    if dtype is not None:
+        data = tuple(jnp.asarray(a, dtype) for a in data)
+    N = data[0].shape[0]
+    c = max(1, min(self.chunk_size, N))
+    n = -(-N // c)
+    pad = n * c - N
+
+    def stack(a):
+        a = jnp.pad(a, ((0, pad),) + ((0, 0),) * (a.ndim - 1))
+        return a.reshape(n, c, *a.shape[1:])
+
+    chunks = tuple(stack(a) for a in data)
+    w = stack(jnp.ones((N,), data[0].dtype))
+    starts = jnp.arange(n, dtype=jnp.int32) * c
+    shapes = jax.eval_shape(lambda: fn(tuple(a[0] for a in chunks), w[0], starts[0], *args))
+    acc0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
+
+    def step(acc, inp):
+        i, xs, wc, start = inp
+        part, per_point = fn(xs, wc, start, *args)
+        merged = combine(acc, part)
+        acc = jax.tree.map(lambda m, p: jnp.where(i == 0, p, m), merged, part)
+        return acc, per_point
+
+    acc, per_point = jax.lax.scan(step, acc0, (jnp.arange(n), chunks, w, starts))
+    per_point = jax.tree.map(lambda a: a.reshape(n * c, *a.shape[2:])[:N], per_point)
+    return acc, per_point, N
 
 
 @eqx.filter_jit
@@ -290,12 +295,17 @@ def _args_dtype(args, X):
     return np.dtype(getattr(X, "dtype", np.float32))
 
 
-@eqx.filter_jit
-def summed(fn, chunks, w, start, *args):
-    """``fn(Xc, valid, *args)`` as a chunk statistic of a :class:`Pass` (no per-point
-    outputs); use as ``functools.partial(summed, fn)``."""
-    del start
-    return fn(chunks[0], w > 0, *args), ()
+class Summed(eqx.Module):
+    """``fn(Xc, valid, *args)`` (sums over the chunk's valid rows) as a chunk statistic
+    of a :class:`Pass`, with no per-point outputs. Equal for equal ``fn``, so a pass
+    compiles once per ``fn``."""
+
+    fn: Callable = eqx.field(static=True)
+
+    @eqx.filter_jit
+    def __call__(self, chunks, w, start, *args):
+        del start
+        return self.fn(chunks[0], w > 0, *args), ()
 
 
 @eqx.filter_jit
@@ -335,7 +345,7 @@ def stream_sum(
         The accumulated pytree and the number of points seen.
     """
     acc, _, n = Streamed(chunk_size, resolve_mesh(mesh), progress, desc).run(
-        functools.partial(summed, fn), add_trees if combine is None else combine, (X,), args, dtype
+        Summed(fn), add_trees if combine is None else combine, (X,), args, dtype
     )
     return acc, n
 

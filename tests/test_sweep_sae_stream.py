@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxsae
-from jaxsae.learning import _sweep_sae_stream as stream
+from jaxsae.learning import _sweep_sae as stream  # private pieces: segment order and row reads
 from jaxsae.learning._sweep_sae import _epoch_keys
 
 N, D = 203, 6
@@ -54,9 +54,9 @@ def test_streamed_sae_sweep_equals_in_memory(data, reference, kind, chunk, monke
     shapes = []
     train = stream._train_segment
 
-    def spy(params, opt_state, masks, lams, Xs, lr):
+    def spy(params, opt_state, masks, lams, source, Xs, lr):
         shapes.append(Xs.shape)
-        return train(params, opt_state, masks, lams, Xs, lr)
+        return train(params, opt_state, masks, lams, source, Xs, lr)
 
     monkeypatch.setattr(stream, "_train_segment", spy)
     res = jaxsae.sweep(src, chunk_size=chunk, **KW)

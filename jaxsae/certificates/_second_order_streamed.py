@@ -21,7 +21,6 @@ every product reads the data again; temporary files are deleted on return.
 from __future__ import annotations
 
 import contextlib
-import functools
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._streaming import Streamed, add_trees, iter_chunks, summed
+from .._streaming import Streamed, Summed, add_trees, iter_chunks
 from ..io._atomic import atomic_path
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
@@ -82,7 +81,7 @@ class _Source(eqx.Module):
         d, K = dictionary.n_features, dictionary.n_atoms
         how = Streamed(self.chunk_size, self.mesh, progress, desc)
         out, _, n = how.run(
-            functools.partial(summed, fn), add_trees if combine is None else combine,
+            Summed(fn), add_trees if combine is None else combine,
             (self.pairs(d, K, dictionary.dtype),), args, dictionary.dtype,
         )  # fmt: skip
         assert n == self.n_points, (n, self.n_points)

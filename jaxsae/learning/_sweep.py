@@ -18,17 +18,16 @@ from jaxtyping import Real
 
 from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam, check_rank
-from ..certificates._wide import wide_bound
 from . import _dl_driver
 from ._checkpoint_dl import checkpointer
 from ._dl_manifold import stack
 from ._dl_setup import LearnerConfig, data_init
 from ._dl_steps import init_state
 from ._dl_stream_source import is_stream_input
+from ._dl_stream_steps import table_chunk
 from ._dl_sweep_result import SweepResult, parse_list
 from ._sweep_sae import sweep_sae
-from ._sweep_sae_stream import sweep_sae_stream
-from ._sweep_stream import sweep_stream
+from ._sweep_stream import sweep_stream, tabulate
 
 METHODS = ("dictionary", "sae")
 
@@ -105,7 +104,7 @@ def sweep(
     chunk size, and the same table. With ``method="sae"`` (a memmap or a list
     of chunks: minibatches need random access) the same vmapped SAE program
     runs on segments of ``chunk_size`` rows gathered on the host, in the same
-    minibatch order, and gives the in-memory table (``_sweep_sae_stream.py``).
+    minibatch order, and gives the in-memory table (``_sweep_sae.py``).
     Checkpointing needs in-memory data.
 
     Returns:
@@ -127,10 +126,10 @@ def sweep(
                 "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
             )
         if method == "sae":
-            return sweep_sae_stream(
-                X, widths=widths, lams=lams, seeds=seeds, steps=sae_steps,
+            return sweep_sae(
+                X, _stream_grid(widths, lams, seeds), steps=sae_steps,
                 batch_size=sae_batch_size, lr=sae_lr, tol=1e-6 if tol is None else float(tol),
-                chunk_size=chunk_size, progress=progress,
+                chunk_size=chunk_size, progress=progress, streamed=True,
             )  # fmt: skip
         cfg_args = dict(
             max_steps=max_steps, warm_steps=warm_steps, inner_steps=inner_steps, tol=tol,
@@ -166,8 +165,9 @@ def sweep(
     if method == "sae":
         tol_sae = 1e-6 if tol is None else float(tol)
         return sweep_sae(
-            X, grid, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr, tol=tol_sae
-        )
+            X, grid, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr, tol=tol_sae,
+            chunk_size=chunk_size, progress=progress,
+        )  # fmt: skip
     K_max = max(widths)
     b0 = jnp.mean(X, axis=0) if bias else jnp.zeros((X.shape[1],), dtype)
     keys = jnp.stack([jax.random.key(s) for _, _, s in grid])
@@ -181,33 +181,18 @@ def sweep(
         state, _ = _dl_driver.run(
             state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress, checkpoint=ckpt
         )
-    return _tabulate(X, grid, state, masks, bias)
+    valid = jnp.ones(X.shape[:1], bool)
+    sums = jax.vmap(lambda P, Z, lam, m: table_chunk(P, X, valid, Z, lam, m))(
+        state.P, state.codes, lam_arr, masks
+    )
+    return tabulate(grid, state, masks, sums, X.shape[0], bias, X.dtype)
 
 
-def _tabulate(X, grid, state, masks, bias: bool) -> SweepResult:
-    P = state.P
-    atoms, b = P[:, :-1], P[:, -1]
-    Z = jnp.where(masks[:, None, :], state.codes, 0)
-    lam = jnp.asarray([g[1] for g in grid], X.dtype)
-    Xhat = b[:, None, :] + jnp.einsum("rnk,rkd->rnd", Z, atoms)
-    err = jnp.mean(jnp.sum((X[None] - Xhat) ** 2, axis=-1), axis=-1)
-    var = jnp.mean(jnp.sum(X * X, axis=-1)) - jnp.sum(jnp.mean(X, axis=0) ** 2)
-    bound = jax.vmap(lambda lm, bb: wide_bound(X, lm, bb))(lam, b)
-    return SweepResult(
-        width=jnp.asarray([g[0] for g in grid]),
-        lam=lam,
-        seed=jnp.asarray([g[2] for g in grid]),
-        objective=state.value,
-        bound=bound,
-        gap=state.value - bound,
-        l0=jnp.mean(jnp.sum(Z > 0, axis=-1), axis=-1).astype(X.dtype),
-        explained_variance=1 - err / var,
-        dead=jnp.sum(masks & (jnp.sum(Z, axis=1) == 0), axis=-1),
-        grad_norm=state.grad_norm,
-        alignment=state.align,
-        converged=state.done & ~state.stalled,
-        atoms=atoms,
-        bias=b,
-        mask=masks,
-        free_bias=bias,
+def _stream_grid(widths, lams, seeds) -> list:
+    """The ``(width, λ, seed)`` grid (λ is checked where the data's dtype is known)."""
+    widths = parse_list(widths, "widths", int)
+    if min(widths) < 1:
+        raise ValueError(f"widths must be positive integers, got {widths}.")
+    return list(
+        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
     )

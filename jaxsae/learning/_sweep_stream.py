@@ -15,7 +15,6 @@ import itertools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._validate import check_lam
 from ._dl_manifold import stack
@@ -57,33 +56,31 @@ def sweep_stream(
         finally:
             cache.close()
         rows.append((state, mask, sums))
-    return _tabulate(grid, rows, n, bias, dtype)
+    state, masks, sums = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *rows)
+    return tabulate(grid, state, masks, sums, n, bias, dtype)
 
 
-def _tabulate(grid, rows, n, bias: bool, dtype) -> SweepResult:
-    def col(f, dt=dtype):
-        return jnp.asarray(np.stack([np.asarray(f(*r)) for r in rows]), dt)
-
-    xsum, xsq = rows[0][2]["xsum"], rows[0][2]["xsq"]
-    var = xsq / n - jnp.sum((xsum / n) ** 2)
-    objective = col(lambda s, m, t: s.value)
-    bound = col(lambda s, m, t: t["bound"] / n)
-    P = col(lambda s, m, t: s.P)
+def tabulate(grid, state, masks, sums, n, bias: bool, dtype) -> SweepResult:
+    """The ``SweepResult`` of learned runs (leading axis: runs) from ``table_chunk``'s sums
+    of each run (resident data: one chunk; streamed: summed over chunks)."""
+    var = sums["xsq"][0] / n - jnp.sum((sums["xsum"][0] / n) ** 2)
+    P = state.P
+    bound = (sums["bound"] / n).astype(dtype)
     return SweepResult(
         width=jnp.asarray([g[0] for g in grid]),
         lam=jnp.asarray([g[1] for g in grid], dtype),
         seed=jnp.asarray([g[2] for g in grid]),
-        objective=objective,
+        objective=state.value,
         bound=bound,
-        gap=objective - bound,
-        l0=col(lambda s, m, t: t["active"] / n),
-        explained_variance=col(lambda s, m, t: 1 - (t["err"] / n) / var),
-        dead=col(lambda s, m, t: jnp.sum(m & (t["l1"] == 0)), None),
-        grad_norm=col(lambda s, m, t: s.grad_norm),
-        alignment=col(lambda s, m, t: s.align),
-        converged=col(lambda s, m, t: s.done & ~s.stalled, None),
+        gap=state.value - bound,
+        l0=(sums["active"] / n).astype(dtype),
+        explained_variance=(1 - (sums["err"] / n) / var).astype(dtype),
+        dead=jnp.sum(masks & (sums["l1"] == 0), axis=-1),
+        grad_norm=state.grad_norm,
+        alignment=state.align,
+        converged=state.done & ~state.stalled,
         atoms=P[:, :-1],
         bias=P[:, -1],
-        mask=col(lambda s, m, t: m, None),
+        mask=masks,
         free_bias=bias,
     )
