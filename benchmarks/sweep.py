@@ -49,7 +49,8 @@ def main():
     )
 
     def vmapped():
-        res = jaxsae.sweep(X, widths=widths, lams=lams, seeds=[0], **kw)
+        learner = jaxsae.DictionaryLearner(**kw)
+        res = jaxsae.sweep(X, widths=widths, lams=lams, seeds=[0], learner=learner)
         jax.block_until_ready(res.objective)
         return res
 

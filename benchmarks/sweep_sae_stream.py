@@ -1,4 +1,4 @@
-"""Streamed ``sweep(method="sae")`` against the in-memory SAE sweep on the same problem.
+"""Streamed ``sweep(learner=SAETrainer())`` against the in-memory SAE sweep on the same problem.
 
 The anchor is jaxsae's own in-memory SAE sweep (data on the device, minibatches
 gathered inside one compiled scan). The streamed sweep reads the same
@@ -46,8 +46,8 @@ def main():
         N, d, widths, steps, B, chunk = 100_000, 64, (64, 128), 2000, 256, 8192
     X = problem(N, d)
     kw = dict(
-        widths=widths, lams=(0.05, 0.1), seeds=(0,), method="sae", sae_steps=steps,
-        sae_batch_size=B, sae_lr=1e-3, progress=False,
+        widths=widths, lams=(0.05, 0.1), seeds=(0,), progress=False,
+        learner=jaxsae.SAETrainer(steps=steps, batch_size=B, lr=1e-3),
     )  # fmt: skip
     out = {}
     with tempfile.TemporaryDirectory() as tmp:

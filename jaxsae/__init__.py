@@ -109,7 +109,12 @@ from .learning._dl_setup import (
     LearningResult as LearningResult,
 )
 from .learning._dictionary_learning import learn_dictionary as learn_dictionary
-from .learning._sweep import sweep as sweep
+from .learning._sweep import (
+    AbstractLearner as AbstractLearner,
+    DictionaryLearner as DictionaryLearner,
+    SAETrainer as SAETrainer,
+    sweep as sweep,
+)
 from .learning._dl_sweep_result import SweepResult as SweepResult
 from .phenomena._family_tree import FamilyTree as FamilyTree, family_tree as family_tree
 

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ._streaming import data_mesh as data_mesh
+from ._streaming import data_mesh as data_mesh, resolve_mesh
 from .models._dictionary import Dictionary
 from .models._sae import SAE
 
@@ -113,18 +113,8 @@ def resolve_data_mesh(mesh, *trees) -> Mesh | None:
     span when they span several, else all devices when there are several, except
     inside a trace (where inputs may be committed to one device): then None.
     """
-    if mesh is False:
-        return None
-    if isinstance(mesh, Mesh):
-        if "data" not in mesh.axis_names:
-            raise ValueError(
-                f"mesh has axes {mesh.axis_names}, not 'data'. Build one with jaxsae.data_mesh()."
-            )
-        return mesh
     if mesh is not None:
-        raise ValueError(
-            f"mesh must be a jax.sharding.Mesh, None or False, got {type(mesh).__name__}."
-        )
+        return resolve_mesh(mesh)
     leaves = [leaf for leaf in jax.tree.leaves(trees) if isinstance(leaf, jax.Array)]
     traced = any(isinstance(leaf, jax.core.Tracer) for leaf in leaves)
     spanned = _spanned_devices([leaf for leaf in leaves if not isinstance(leaf, jax.core.Tracer)])

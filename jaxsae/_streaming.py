@@ -272,8 +272,21 @@ class Streamed(Pass):
 
 
 def resolve_mesh(mesh) -> Mesh | None:
-    """``None``: all devices when there are several; ``False``: one device; a mesh as given."""
-    return data_mesh() if mesh is None else (None if mesh is False else mesh)
+    """``None``: all devices when there are several; ``False``: one device; a mesh with a
+    ``"data"`` axis as given. Anything else is one clear error."""
+    if mesh is False:
+        return None
+    if isinstance(mesh, Mesh):
+        if "data" not in mesh.axis_names:
+            raise ValueError(
+                f"mesh has axes {mesh.axis_names}, not 'data'. Build one with jaxsae.data_mesh()."
+            )
+        return mesh
+    if mesh is not None:
+        raise ValueError(
+            f"mesh must be a jax.sharding.Mesh, None or False, got {type(mesh).__name__}."
+        )
+    return data_mesh()
 
 
 def pass_for(X, chunk_size=None, *, mesh=None, progress=False, desc="streaming") -> Pass:

@@ -212,7 +212,13 @@ def test_streamed_sweep_equals_in_memory_runs(data):
 @pytest.mark.slow
 def test_streamed_sweep_equals_in_memory_sweep(data):
     X, Xm, _ = data
-    kw = dict(widths=[2, 4], lams=[0.05, 0.1], seeds=[0, 1], progress=False, bias=True)
+    kw = dict(
+        widths=[2, 4],
+        lams=[0.05, 0.1],
+        seeds=[0, 1],
+        progress=False,
+        learner=jaxsae.DictionaryLearner(bias=True),
+    )
     res = jaxsae.sweep(Xm, chunk_size=CHUNK, **kw)
     ref = jaxsae.sweep(jnp.asarray(X), **kw)
     np.testing.assert_allclose(np.asarray(res.objective), np.asarray(ref.objective), atol=1e-9)

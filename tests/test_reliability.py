@@ -501,7 +501,9 @@ def test_learn_dictionary_resumes_after_sigkill_bit_for_bit(tmp_path):
 @pytest.mark.slow
 def test_sweep_resumes_from_a_checkpoint(tmp_path):
     X = jnp.asarray(_rand(12, 30, 3))
-    kw = dict(widths=[2, 3], lams=[0.1], warm_steps=3, max_steps=20)
+    kw = dict(
+        widths=[2, 3], lams=[0.1], learner=jaxsae.DictionaryLearner(warm_steps=3, max_steps=20)
+    )
     ref = jaxsae.sweep(X, **kw)
     first = jaxsae.sweep(X, checkpoint_dir=tmp_path, checkpoint_every=3, **kw)
     folders = sorted(p for p in tmp_path.iterdir() if p.name.startswith("step-"))

@@ -115,7 +115,9 @@ def test_streamed_hessian_vector_product_equals_in_memory(tmp_path):
     sA, sb = streamed.mv(jnp.asarray(Xi), jnp.asarray(bd))
     np.testing.assert_allclose(np.asarray(sA), np.asarray(rA), rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(np.asarray(sb), np.asarray(rb), rtol=1e-10, atol=1e-13)
-    solved = jaxsae.hessian_operator(D, [np.asarray(X[:70]), np.asarray(X[70:])], lam)
+    solved = jaxsae.hessian_operator(
+        D, [np.asarray(X[:70]), np.asarray(X[70:])], lam, chunk_size=48
+    )
     np.testing.assert_allclose(
         np.asarray(solved.mv(jnp.asarray(Xi), jnp.asarray(bd))[0]), np.asarray(rA), atol=1e-9
     )

@@ -75,10 +75,10 @@ def test_sweep_compiles_once(swept, traces):
     assert not np.allclose(np.asarray(res2.objective), np.asarray(res.objective))
 
 
-def test_sweep_arguments():
+def test_sweep_arguments(unchecked):
     X = jnp.asarray(_data())
-    with pytest.raises(ValueError, match="method"):
-        jaxsae.sweep(X, widths=[2], lams=[0.1], method="foo")
+    with pytest.raises(ValueError, match="learner must be a sweep learner"):
+        jaxsae.sweep(X, widths=[2], lams=[0.1], learner="sae")
     with pytest.raises(ValueError, match="lam"):
         jaxsae.sweep(X, widths=[2], lams=[-0.1])
 

@@ -1,4 +1,4 @@
-"""sweep(method="sae"): one program for a grid of SAEs; equals separate runs; honest table."""
+"""sweep(learner=SAETrainer()): one program for a grid of SAEs; equals separate runs; honest table."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -39,10 +39,7 @@ def test_sae_sweep_table_is_bounded_by_the_optimum_and_the_wide_limit(data):
         widths=[2, 6],
         lams=[0.1],
         seeds=[0],
-        method="sae",
-        sae_steps=300,
-        sae_batch_size=64,
-        sae_lr=1e-2,
+        learner=jaxsae.SAETrainer(steps=300, batch_size=64, lr=1e-2),
         progress=False,
     )
     assert len(res) == 2

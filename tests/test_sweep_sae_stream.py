@@ -1,4 +1,4 @@
-"""sweep(method="sae") on a memmap / list of chunks equals the in-memory SAE sweep."""
+"""sweep(learner=SAETrainer()) on a memmap / list of chunks equals the in-memory SAE sweep."""
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +11,8 @@ from jaxsae.learning._sweep_sae import _epoch_keys
 
 N, D = 203, 6
 KW = dict(
-    widths=(2, 4), lams=(0.05, 0.1), seeds=(0,), method="sae", sae_steps=40, sae_batch_size=32,
-    sae_lr=1e-2, progress=False,
+    widths=(2, 4), lams=(0.05, 0.1), seeds=(0,), progress=False,
+    learner=jaxsae.SAETrainer(steps=40, batch_size=32, lr=1e-2),
 )  # fmt: skip
 COLUMNS = ("objective", "bound", "l0", "explained_variance", "grad_norm", "alignment")
 
@@ -92,7 +92,7 @@ def test_gather_reads_rows_in_batch_order(data):
 def test_float32_memmap(data, tmp_path):
     X = data[0].astype(np.float32)
     np.save(tmp_path / "x32.npy", X)
-    kw = dict(KW, lams=(0.1,), sae_steps=20)
+    kw = dict(KW, lams=(0.1,), learner=jaxsae.SAETrainer(steps=20, batch_size=32, lr=1e-2))
     ref = jaxsae.sweep(jnp.asarray(X), **kw)
     res = jaxsae.sweep(np.load(tmp_path / "x32.npy", mmap_mode="r"), chunk_size=64, **kw)
     assert res.objective.dtype == jnp.float32 and res.atoms.dtype == jnp.float32
@@ -126,7 +126,7 @@ def hwm():
         if line.startswith("VmHWM"):
             return int(line.split()[1]) * 1024
 X = np.load(path, mmap_mode="r")
-kw = dict(widths=[8], lams=[0.1], method="sae", sae_steps=300, sae_batch_size=256,
+kw = dict(widths=[8], lams=[0.1], learner=jaxsae.SAETrainer(steps=300, batch_size=256),
           progress=False, chunk_size=chunk)
 jaxsae.sweep(X[: 10 * chunk + 5], **kw)  # compile; allocators reach their steady state
 before = hwm()

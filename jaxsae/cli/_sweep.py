@@ -69,6 +69,13 @@ def run(args) -> int:
     seeds = _list(args.seeds, int, "seeds")
     X = np.asarray(jaxsae.load_array(args.data, key=args.key))
     X = jnp.asarray(X, jnp.float32 if args.float32 else jnp.float64)
+    if args.method == "sae":
+        tol = 1e-6 if args.tol is None else args.tol
+        learner = jaxsae.SAETrainer(steps=args.sae_steps, tol=tol)
+    else:
+        learner = jaxsae.DictionaryLearner(
+            max_steps=args.max_steps, warm_steps=args.warm_steps, tol=args.tol, bias=args.bias
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = jaxsae.sweep(
@@ -76,13 +83,8 @@ def run(args) -> int:
         widths=widths,
         lams=lams,
         seeds=seeds,
-        max_steps=args.max_steps,
-        warm_steps=args.warm_steps,
-        tol=args.tol,
-        bias=args.bias,
+        learner=learner,
         progress=not args.quiet,
-        method=args.method,
-        sae_steps=args.sae_steps,
     )
     res.to_json(out / "sweep.json")
     res.to_csv(out / "sweep.csv")

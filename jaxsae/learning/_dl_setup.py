@@ -74,13 +74,21 @@ def data_init(X, n_atoms: int, *, key, bias=None):
     masked width inside ``sweep`` equal a separate run of that width).
     """
     Y = X if bias is None else X - bias
-    N = Y.shape[0]
-    perm = jax.random.permutation(key, N)
-    idx = jnp.resize(perm, (n_atoms,))
-    rows = Y[idx]
-    if n_atoms > N:  # more atoms than points: jitter the repeats
+    return unit_rows(Y[init_rows(key, Y.shape[0], n_atoms)], Y.shape[0], key=key)
+
+
+def init_rows(key, n_points: int, n_atoms: int):
+    """Which points become the initial atoms: a prefix of one random permutation."""
+    return jnp.resize(jax.random.permutation(key, n_points), (n_atoms,))
+
+
+def unit_rows(rows, n_points: int, *, key):
+    """The chosen (centred) points as unit atoms: repeats beyond ``n_points`` jittered,
+    zero rows replaced by ``e_0``."""
+    n_atoms = rows.shape[0]
+    if n_atoms > n_points:  # more atoms than points: jitter the repeats
         noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
-        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= N)[:, None], noise, 0)
+        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= n_points)[:, None], noise, 0)
     norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
     fallback = jnp.zeros_like(rows).at[:, 0].set(1)
     return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)

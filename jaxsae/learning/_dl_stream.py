@@ -34,7 +34,7 @@ from .._validate import check_lam
 from ..models._dictionary import Dictionary
 from ._dl_manifold import retract, stack
 from ._dl_policy import KeepDead, ReseedDead
-from ._dl_setup import LearnerConfig, finish, initial_point
+from ._dl_setup import LearnerConfig, finish, init_rows, initial_point, unit_rows
 from ._dl_steps import _freeze, armijo, init_state, lbfgs_direction, lbfgs_update
 from ._dl_stream_source import CodeCache, chunks, describe, source_of
 from ._dl_stream_steps import (
@@ -109,20 +109,13 @@ def data_statistics(stream: Stream):
 
 def stream_data_init(stream: Stream, n_atoms: int, n: int, bias, *, key):
     """``data_init`` over a stream: the same K points (one permutation of N) as in memory."""
-    idx = np.asarray(jnp.resize(jax.random.permutation(key, n), (n_atoms,)))
+    idx = np.asarray(init_rows(key, n, n_atoms))
     rows = np.zeros((n_atoms, stream.d), stream.dtype)
     for i, Xc, n_valid in chunks(stream.source, stream.chunk_size, stream.d, stream.dtype):
         lo = i * stream.chunk_size
         hit = (idx >= lo) & (idx < lo + n_valid)
         rows[hit] = Xc[idx[hit] - lo]
-    rows = jnp.asarray(rows) - (0 if bias is None else bias)
-    # As in _dl_setup.data_init: jitter repeats, normalise, fall back to e_0.
-    if n_atoms > n:
-        noise = jax.random.normal(jax.random.fold_in(key, 1), rows.shape, rows.dtype)
-        rows = rows + 1e-3 * jnp.where((jnp.arange(n_atoms) >= n)[:, None], noise, 0)
-    norms = jnp.linalg.norm(rows, axis=1, keepdims=True)
-    fallback = jnp.zeros_like(rows).at[:, 0].set(1)
-    return jnp.where(norms > 0, rows / jnp.where(norms > 0, norms, 1), fallback)
+    return unit_rows(jnp.asarray(rows) - (0 if bias is None else bias), n, key=key)
 
 
 def stream_initial_point(stream: Stream, n_atoms, init, bias: bool, *, key):

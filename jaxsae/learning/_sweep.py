@@ -9,8 +9,10 @@ several devices the runs axis is sharded over a 1-d ``Mesh`` of all devices.
 
 from __future__ import annotations
 
+import abc
 import itertools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,8 +31,6 @@ from ._dl_sweep_result import SweepResult, parse_list
 from ._sweep_sae import sweep_sae
 from ._sweep_stream import sweep_stream, tabulate
 
-METHODS = ("dictionary", "sae")
-
 
 def _shard(tree, n_runs):
     """Put the leading runs axis on a Mesh over all devices (no-op on one device)."""
@@ -44,68 +44,110 @@ def _shard(tree, n_runs):
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
 
 
+class AbstractLearner(eqx.Module):
+    """How each run of a ``sweep`` is learned; holds its own hyperparameters.
+
+    ``learn(X, grid, ...)`` trains every ``(width, λ, seed)`` of ``grid`` on ``X`` (a
+    validated array, or with ``streamed`` a memmap / list of chunks) and returns
+    the ``SweepResult``. Add a learner by subclassing this.
+    """
+
+    @abc.abstractmethod
+    def learn(self, X, grid, *, streamed: bool, progress: bool, checkpoint_dir,
+              checkpoint_every: int, chunk_size) -> SweepResult: ...  # fmt: skip
+
+
+class DictionaryLearner(AbstractLearner):
+    """``learn_dictionary`` for every run (the joint problem, solved to first order).
+
+    The fields are ``learn_dictionary``'s. Resident data: one compiled, vmapped
+    program (widths are atom masks inside the largest width, λ and masks are
+    arrays, the runs axis is sharded over the devices), finished runs frozen while
+    the others continue; a run of width k equals ``learn_dictionary(X, k, λ,
+    key=key(seed))``. Streamed data: a loop of streamed ``learn_dictionary`` runs
+    with the same initialisations and the same table (``_sweep_stream.py``).
+    """
+
+    max_steps: int = 1000
+    warm_steps: int = 20
+    inner_steps: int = 10
+    tol: float | None = None
+    bias: bool = False
+    memory: int = 10
+
+    def learn(self, X, grid, *, streamed, progress, checkpoint_dir, checkpoint_every,
+              chunk_size):  # fmt: skip
+        cfg_args = dict(
+            max_steps=self.max_steps, warm_steps=self.warm_steps, inner_steps=self.inner_steps,
+            tol=self.tol, memory=self.memory,
+        )  # fmt: skip
+        if streamed:
+            return sweep_stream(
+                X, grid=grid, cfg_args=cfg_args, bias=self.bias, progress=progress,
+                chunk_size=chunk_size,
+            )  # fmt: skip
+        return _sweep_resident(
+            X, grid, LearnerConfig.make(
+                X.dtype, dead_atoms=None, bias=self.bias, code_tol=None, **cfg_args
+            ), progress, checkpoint_dir, checkpoint_every,
+        )  # fmt: skip
+
+
+class SAETrainer(AbstractLearner):
+    """Vanilla ReLU SAEs for every run (``_sweep_sae.py``): unit-norm decoder rows, L1
+    weight λ, free decoder bias, Adam for ``steps`` minibatches of ``batch_size`` at
+    learning rate ``lr``, all runs in one compiled scan. The ``objective`` column is
+    ``L(D, Z_enc)`` with the encoder's codes (≥ F), ``grad_norm``/``alignment`` are
+    the (A) measures at those codes, and ``converged`` says whether they met ``tol``
+    (SAEs rarely do). Streamed data must allow random access to rows (a memmap or a
+    list of chunks); minibatches are read in segments of ``chunk_size`` rows."""
+
+    steps: int = 2000
+    batch_size: int = 256
+    lr: float = 1e-3
+    tol: float = 1e-6
+
+    def learn(self, X, grid, *, streamed, progress, checkpoint_dir, checkpoint_every,
+              chunk_size):  # fmt: skip
+        del checkpoint_every
+        if checkpoint_dir is not None:
+            raise ValueError("the SAE sweep does not checkpoint; drop checkpoint_dir.")
+        return sweep_sae(
+            X, grid, steps=int(self.steps), batch_size=int(self.batch_size), lr=float(self.lr),
+            tol=float(self.tol), chunk_size=chunk_size, progress=progress, streamed=streamed,
+        )  # fmt: skip
+
+
 def sweep(
     X: Real[ArrayLike, "N d"] | Chunks,
     *,
     widths,
     lams,
     seeds=(0,),
-    method: str = "dictionary",
-    max_steps: int = 1000,
-    warm_steps: int = 20,
-    inner_steps: int = 10,
-    tol: float | None = None,
-    bias: bool = False,
-    memory: int = 10,
+    learner: AbstractLearner | None = None,
     progress: bool = True,
     checkpoint_dir=None,
     checkpoint_every: int = 50,
-    sae_steps: int = 2000,
-    sae_batch_size: int = 256,
-    sae_lr: float = 1e-3,
     chunk_size: int | None = None,
 ) -> SweepResult:
-    """Learn a dictionary for every (width, λ, seed) at once and tabulate the optima.
-
-    Each run solves the joint problem of THEORY §0 exactly as ``learn_dictionary``
-    does (alternating warm-up, then Riemannian L-BFGS on F to the first-order
-    tolerance ``tol``), with ``init="data"`` from ``jax.random.key(seed)``; a run
-    of width k in the sweep equals ``learn_dictionary(X, k, λ, key=key(seed))``.
-    All runs share one compiled program: widths are masks inside the largest
-    width, λ and masks are vmapped arrays, and the runs axis is sharded across
-    devices when there are several. Finished runs are frozen while the others
-    continue.
+    """Learn every (width, λ, seed) at once and tabulate the results.
 
     Args:
-        X: data ``(N, d)``.
+        X: data ``(N, d)``: an array; or streamed: a ``numpy.memmap``, a list of
+            ``(n_i, d)`` chunks, or (dictionaries only) a zero-argument callable
+            returning a fresh iterable of chunks.
         widths, lams, seeds: the grid (lists); runs are their product, in the
             order width-major, then λ, then seed.
-        method: ``"dictionary"`` (the joint problem, solved to first order) or
-            ``"sae"``: vanilla ReLU SAEs (unit-norm decoder rows, L1 weight λ, free
-            decoder bias) trained with Adam for ``sae_steps`` minibatches of
-            ``sae_batch_size`` at learning rate ``sae_lr``, all runs in one
-            compiled scan (``jaxsae/learning/_sweep_sae.py``). For SAEs the
-            ``objective`` column is L(D, Z_enc) with the encoder's codes (≥ F),
-            ``grad_norm``/``alignment`` are the (A) measures at those codes, and
-            ``converged`` says whether they met ``tol`` (default 1e-6) — SAEs
-            rarely do.
-        max_steps, warm_steps, inner_steps, tol, bias, memory: as in ``learn_dictionary``.
+        learner: how each run is learned, holding its hyperparameters:
+            ``jaxsae.DictionaryLearner(max_steps=…, tol=…, bias=…)`` (default: the
+            joint problem of THEORY §0 solved to first order, as ``learn_dictionary``
+            with ``init="data"`` from ``jax.random.key(seed)``) or
+            ``jaxsae.SAETrainer(steps=…, batch_size=…, lr=…)`` (vanilla SAEs).
         progress: show a tqdm progress bar on stderr (default; pass False to hide it).
-        checkpoint_dir, checkpoint_every: as in ``learn_dictionary``: all runs are
-            checkpointed together and a repeated call resumes from the newest one.
-        chunk_size: points per chunk for streamed data (default 8192); with
-            ``method="sae"`` also the rows per training segment (≥ one minibatch).
-
-    Streamed data (a ``numpy.memmap``, a list of ``(n_i, d)`` chunks, or a
-    zero-argument callable returning a fresh iterable of chunks), with
-    ``method="dictionary"``: the single vmapped program needs the data in
-    memory, so the grid runs as a loop of streamed ``learn_dictionary`` runs
-    (``_sweep_stream.py``) with the same initialisations, memory bounded by the
-    chunk size, and the same table. With ``method="sae"`` (a memmap or a list
-    of chunks: minibatches need random access) the same vmapped SAE program
-    runs on segments of ``chunk_size`` rows gathered on the host, in the same
-    minibatch order, and gives the in-memory table (``_sweep_sae.py``).
-    Checkpointing needs in-memory data.
+        checkpoint_dir, checkpoint_every: as in ``learn_dictionary`` (dictionaries in
+            memory): all runs are checkpointed together and a repeated call resumes.
+        chunk_size: points per chunk for streamed data (default 8192); for SAEs also
+            the rows per training segment (≥ one minibatch).
 
     Returns:
         A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
@@ -115,60 +157,43 @@ def sweep(
 
     Example:
         >>> res = jaxsae.sweep(X, widths=[4, 8, 16], lams=[0.05, 0.1], seeds=[0, 1])
+        >>> res = jaxsae.sweep(X, widths=[64, 128], lams=[0.1], learner=jaxsae.SAETrainer(steps=500))
         >>> res.to_csv("sweep.csv"); res.dictionary(0)
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if is_stream_input(X):
-        if checkpoint_dir is not None:
-            raise ValueError(
-                "sweep over streamed data does not support checkpoint_dir. "
-                "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
-            )
-        if method == "sae":
-            return sweep_sae(
-                X, _stream_grid(widths, lams, seeds), steps=sae_steps,
-                batch_size=sae_batch_size, lr=sae_lr, tol=1e-6 if tol is None else float(tol),
-                chunk_size=chunk_size, progress=progress, streamed=True,
-            )  # fmt: skip
-        cfg_args = dict(
-            max_steps=max_steps, warm_steps=warm_steps, inner_steps=inner_steps, tol=tol,
-            memory=memory,
-        )  # fmt: skip
-        return sweep_stream(
-            X, widths=widths, lams=lams, seeds=seeds, cfg_args=cfg_args, bias=bias,
-            progress=progress, chunk_size=chunk_size,
-        )  # fmt: skip
-    X = as_float_array(X, "X")
-    check_rank(X, 2, "X", "(N, d): one data point per row")
-    X = check_data(X, X.shape[1], X.dtype)
-    dtype = X.dtype
+    learner = DictionaryLearner() if learner is None else learner
+    if not isinstance(learner, AbstractLearner):
+        raise ValueError(
+            "learner must be a sweep learner such as jaxsae.DictionaryLearner() or "
+            f"jaxsae.SAETrainer(), got {type(learner).__name__}."
+        )
     widths = parse_list(widths, "widths", int)
-    lams_l = parse_list(lams, "lams", float)
-    seeds = parse_list(seeds, "seeds", int)
     if min(widths) < 1:
         raise ValueError(f"widths must be positive integers, got {widths}.")
-    for lam in lams_l:
-        check_lam(lam, dtype)
-    cfg = LearnerConfig.make(
-        dtype,
-        max_steps=max_steps,
-        warm_steps=warm_steps,
-        tol=tol,
-        memory=memory,
-        dead_atoms=None,
-        bias=bias,
-        code_tol=None,
-        inner_steps=inner_steps,
+    grid = list(
+        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
     )
-    grid = list(itertools.product(widths, lams_l, seeds))
-    if method == "sae":
-        tol_sae = 1e-6 if tol is None else float(tol)
-        return sweep_sae(
-            X, grid, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr, tol=tol_sae,
-            chunk_size=chunk_size, progress=progress,
-        )  # fmt: skip
-    K_max = max(widths)
+    streamed = is_stream_input(X)
+    if streamed and checkpoint_dir is not None:
+        raise ValueError(
+            "sweep over streamed data does not support checkpoint_dir. "
+            "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
+        )
+    if not streamed:
+        X = as_float_array(X, "X")
+        check_rank(X, 2, "X", "(N, d): one data point per row")
+        X = check_data(X, X.shape[1], X.dtype)
+        for _, lam, _ in grid:
+            check_lam(lam, X.dtype)
+    return learner.learn(
+        X, grid, streamed=streamed, progress=progress, checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every, chunk_size=chunk_size,
+    )  # fmt: skip
+
+
+def _sweep_resident(X, grid, cfg: LearnerConfig, progress, checkpoint_dir, checkpoint_every):
+    """The dictionary grid on resident data as one vmapped program (module docstring)."""
+    dtype, bias = X.dtype, cfg.free_bias
+    K_max = max(w for w, _, _ in grid)
     b0 = jnp.mean(X, axis=0) if bias else jnp.zeros((X.shape[1],), dtype)
     keys = jnp.stack([jax.random.key(s) for _, _, s in grid])
     atoms = jax.vmap(lambda k: data_init(X, K_max, key=k, bias=b0 if bias else None))(keys)
@@ -186,13 +211,3 @@ def sweep(
         state.P, state.codes, lam_arr, masks
     )
     return tabulate(grid, state, masks, sums, X.shape[0], bias, X.dtype)
-
-
-def _stream_grid(widths, lams, seeds) -> list:
-    """The ``(width, λ, seed)`` grid (λ is checked where the data's dtype is known)."""
-    widths = parse_list(widths, "widths", int)
-    if min(widths) < 1:
-        raise ValueError(f"widths must be positive integers, got {widths}.")
-    return list(
-        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
-    )

@@ -11,8 +11,6 @@ chunk kernels compile once for all runs (λ and masks are arrays).
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 
@@ -21,20 +19,11 @@ from ._dl_manifold import stack
 from ._dl_setup import LearnerConfig
 from ._dl_stream import data_statistics, open_stream, run_stream, stream_data_init, stream_pass
 from ._dl_stream_steps import table_chunk
-from ._dl_sweep_result import SweepResult, parse_list
+from ._dl_sweep_result import SweepResult
 
 
-def sweep_stream(
-    X, *, widths, lams, seeds, cfg_args: dict, bias: bool, progress: bool, chunk_size
-) -> SweepResult:
-    """The grid ``widths × lams × seeds`` over streamed ``X``; see ``sweep``."""
-
-    widths = parse_list(widths, "widths", int)
-    grid = list(
-        itertools.product(widths, parse_list(lams, "lams", float), parse_list(seeds, "seeds", int))
-    )
-    if min(widths) < 1:
-        raise ValueError(f"widths must be positive integers, got {widths}.")
+def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_size) -> SweepResult:
+    """The grid ``[(width, λ, seed), ...]`` over streamed ``X``; see ``sweep``."""
     stream = open_stream(X, chunk_size)
     dtype = stream.dtype
     for _, lam, _ in grid:

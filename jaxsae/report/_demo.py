@@ -212,9 +212,7 @@ def _sae_section(rep, X, size, ks, D, hist, cert, log):
 
 def _sweep_section(rep, X, size, cert, log):
     """3. The objective against width, and the wide-limit bound (W)."""
-    sweep = jaxsae.sweep(
-        X, widths=size.widths, lams=(LAM,), seeds=(0,), method="dictionary", progress=False
-    )
+    sweep = jaxsae.sweep(X, widths=size.widths, lams=(LAM,), seeds=(0,), progress=False)
     order = sorted(sweep.select(lam=LAM, seed=0), key=lambda i: int(sweep.width[i]))
     objs = [float(sweep.objective[i]) for i in order]
     bound = float(cert.wide_bound)
