@@ -16,6 +16,7 @@ import abc
 import ctypes
 import ctypes.util
 import mmap
+import time
 from collections.abc import Callable, Iterator
 from typing import ClassVar
 
@@ -223,7 +224,9 @@ class Streamed(Pass):
     progress: bool = eqx.field(static=True, default=False)
     desc: str = eqx.field(static=True, default="streaming")
 
-    def run(self, fn, combine, data, args=(), dtype=None, widths=None):
+    def run(self, fn, combine, data, args=(), dtype=None, widths=None, sink=None):
+        """:meth:`Pass.run`; with ``sink``, each chunk's per-point outputs (padded rows
+        included) go to ``sink(chunk_index, per_point)`` instead of being kept."""
         n_dev = 1 if self.mesh is None else self.mesh.devices.size
         c = -(-self.chunk_size // n_dev) * n_dev
         dtype = _args_dtype(args, data[0]) if dtype is None else dtype
@@ -245,13 +248,18 @@ class Streamed(Pass):
                 )
             w = (np.arange(c) < n_valid).astype(dtype)
             chunks = tuple(self._put(p.astype(dtype, copy=False), 2) for p, _ in pieces)
+            t = time.perf_counter()
             part, pp = fn(chunks, self._put(w, 1), jnp.asarray(n, jnp.int32), *args)
             if acc is None:
-                release_freed_memory()  # the first chunk compiled ``fn``
+                if time.perf_counter() - t > 0.25:  # the first chunk compiled ``fn``
+                    release_freed_memory()
                 acc = part
             else:
                 acc = combine(acc, part)
-            per_point.append(jax.tree.map(lambda a, k=n_valid: np.asarray(a)[:k], pp))
+            if sink is not None:
+                sink(i, pp)
+            else:
+                per_point.append(jax.tree.map(lambda a, k=n_valid: np.asarray(a)[:k], pp))
             n += n_valid
             if bar is not None:
                 bar.update(n_valid)
@@ -259,7 +267,8 @@ class Streamed(Pass):
             bar.close()
         if acc is None:
             raise ValueError("the data is empty (0 points). Pass at least one data point.")
-        per_point = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a)), *per_point)
+        if per_point:
+            per_point = jax.tree.map(lambda *a: jnp.asarray(np.concatenate(a)), *per_point)
         if self.mesh is not None:
             acc = jax.tree.map(jnp.asarray, jax.device_get(acc))
         return acc, per_point, n
@@ -321,7 +330,7 @@ class Summed(eqx.Module):
         return self.fn(chunks[0], w > 0, *args), ()
 
 
-@eqx.filter_jit
+@jax.jit  # arrays only: jax.jit's dispatch is the cheapest (it runs once per chunk)
 def add_trees(a, b):
     """The default ``combine``: leaf by leaf ``+``."""
     return jax.tree.map(jnp.add, a, b)

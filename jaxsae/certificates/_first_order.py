@@ -269,7 +269,7 @@ def _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_gi
     return (sums, maxes, worst), (rnorm, snorm, cbound)
 
 
-@eqx.filter_jit
+@jax.jit
 def _combine(a, b):
     """Merge two chunks' statistics: sums add, maxima take the larger, the worst point wins."""
     (sa, ma, wa), (sb, mb, wb) = a, b

@@ -135,7 +135,7 @@ def _hvp_chunk(XZ, valid, atoms, bias, mask, lam, tol, plus, Xi, bdot, d: int, c
     return jax.vmap(lin)(Xi, bdot)
 
 
-@eqx.filter_jit
+@jax.jit
 def _add_max(a, b):
     return jax.tree.map(jnp.add, a[0], b[0]), jax.tree.map(jnp.maximum, a[1], b[1])
 

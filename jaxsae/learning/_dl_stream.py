@@ -29,19 +29,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._streaming import DEFAULT_CHUNK
+from .._streaming import DEFAULT_CHUNK, Streamed, Summed, add_trees, iter_chunks
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
 from ._dl_manifold import retract, stack
 from ._dl_policy import KeepDead, ReseedDead
 from ._dl_setup import LearnerConfig, finish, init_rows, initial_point, unit_rows
 from ._dl_steps import _freeze, armijo, init_state, lbfgs_direction, lbfgs_update
-from ._dl_stream_source import CodeCache, chunks, describe, source_of
+from ._dl_stream_source import CodeCache, data_sums, describe, source_of
 from ._dl_stream_steps import (
     alternating_chunk,
     atoms_from_stats,
     certified_chunk,
     measures,
+    merge_top,
     reseed,
     top_residuals,
 )
@@ -61,10 +62,12 @@ class Stream:
     d: int
     dtype: object
 
-    def chunks(self):
-        """Yield ``(i, Xc, valid)`` as device arrays."""
-        for i, Xc, n in chunks(self.source, self.chunk_size, self.d, self.dtype):
-            yield i, jnp.asarray(Xc), jnp.asarray(np.arange(self.chunk_size) < n), n
+    def run(self, fn, combine, args, codes=None, sink=None, desc="learn_dictionary"):
+        """A ``Streamed`` pass over the data (and cached codes, chunk by chunk)."""
+        data = (self.source(),) if codes is None else (self.source(), codes.slots())
+        widths = (self.d,) if codes is None else (self.d, None)
+        how = Streamed(self.chunk_size, desc=desc)
+        return how.run(fn, combine, data, args, self.dtype, widths, sink=sink)
 
 
 def open_stream(X, chunk_size) -> Stream:
@@ -76,8 +79,20 @@ def open_stream(X, chunk_size) -> Stream:
     return Stream(source, chunk_size, d, dtype)
 
 
-def _add(total, part):
-    return part if total is None else jax.tree.map(jnp.add, total, part)
+class _Kernel(eqx.Module):
+    """A learner kernel ``fn(P, Xc, valid, [Zc,] *rest) -> [(codes,)] sums`` as a chunk
+    statistic of a pass; ``reads``: it takes the cached codes; ``writes``: it returns
+    new codes first (the pass's per-point output, written to the cache)."""
+
+    fn: Callable = eqx.field(static=True)
+    reads: bool = eqx.field(static=True)
+    writes: bool = eqx.field(static=True)
+
+    def __call__(self, chunks, w, start, P, *rest):  # ``fn`` is compiled: no second jit
+        del start
+        extra = chunks[1:] if self.reads else ()
+        out = self.fn(P, chunks[0], w > 0, *extra, *rest)
+        return (out[1], out[0]) if self.writes else (out, ())
 
 
 def stream_pass(stream: Stream, kernel, args, cache_in=None, cache_out=None):
@@ -86,32 +101,23 @@ def stream_pass(stream: Stream, kernel, args, cache_in=None, cache_out=None):
     ``kernel(P, Xc, valid, [Zc,] *rest)`` with ``args = (P, *rest)``; with ``cache_out``
     it returns ``(codes, sums)``, else ``sums``.
     """
-    total, n = None, 0
-    for i, Xc, valid, n_valid in stream.chunks():
-        Zc = jnp.asarray(cache_in.read(i)) if cache_in is not None else None
-        out = kernel(*args[:1], Xc, valid, *((Zc,) if cache_in is not None else ()), *args[1:])
-        if cache_out is not None:
-            Z, out = out
-            cache_out.write(i, jax.device_get(Z))
-        total = _add(total, out)
-        n += n_valid
-    return total, n
+    sink = None if cache_out is None else (lambda i, Z: cache_out.write(i, jax.device_get(Z)))
+    fn = _Kernel(kernel, cache_in is not None, cache_out is not None)
+    sums, _, n = stream.run(fn, add_trees, args, cache_in, sink)
+    return sums, n
 
 
 def data_statistics(stream: Stream):
-    """``(N, Σ x_n)`` in one host pass."""
-    n, total = 0, np.zeros((stream.d,), stream.dtype)
-    for _, Xc, n_valid in chunks(stream.source, stream.chunk_size, stream.d, stream.dtype):
-        total = total + Xc[:n_valid].sum(axis=0, dtype=stream.dtype)
-        n += n_valid
-    return n, total
+    """``(N, Σ x_n)`` in one pass (float64 sums where x64 is on)."""
+    stats, _, n = stream.run(Summed(data_sums), add_trees, ())
+    return n, stats["xsum"]
 
 
 def stream_data_init(stream: Stream, n_atoms: int, n: int, bias, *, key):
     """``data_init`` over a stream: the same K points (one permutation of N) as in memory."""
     idx = np.asarray(init_rows(key, n, n_atoms))
     rows = np.zeros((n_atoms, stream.d), stream.dtype)
-    for i, Xc, n_valid in chunks(stream.source, stream.chunk_size, stream.d, stream.dtype):
+    for i, (Xc, n_valid) in enumerate(iter_chunks(stream.source(), stream.chunk_size, stream.d)):
         lo = i * stream.chunk_size
         hit = (idx >= lo) & (idx < lo + n_valid)
         rows[hit] = Xc[idx[hit] - lo]
@@ -125,7 +131,7 @@ def stream_initial_point(stream: Stream, n_atoms, init, bias: bool, *, key):
     if int(n_atoms) < 1:
         raise ValueError(f"n_atoms must be a positive integer, got {n_atoms}.")
     n, xsum = data_statistics(stream)
-    b = jnp.asarray(xsum) / n if bias else jnp.zeros((stream.d,), stream.dtype)
+    b = (xsum / n).astype(stream.dtype) if bias else jnp.zeros((stream.d,), stream.dtype)
     atoms = stream_data_init(stream, int(n_atoms), n, b if bias else None, key=key)
     return stack(atoms, b), jnp.ones((int(n_atoms),), bool)
 
@@ -147,11 +153,9 @@ def _alternating(stream, state, lam, mask, cfg, cache):
     dead = np.asarray(mask & (sums["l1"] == 0))
     if isinstance(cfg.policy, ReseedDead) and dead.any():
         m = min(P.shape[0] - 1, n)
-        top = (jnp.full((m,), -1, P.dtype), jnp.zeros((m, P.shape[1]), P.dtype))
-        for i, Xc, valid, _ in stream.chunks():
-            Zc = jnp.asarray(cache.read(i))
-            top = top_residuals(P_new, Xc, valid, Zc, mask, *top)
-        P_new = reseed(cfg.policy, P_new, sums["l1"], top[1], mask)
+        fn = _Kernel(top_residuals, reads=True, writes=False)
+        (_, top), _, _ = stream.run(fn, merge_top, (P_new, mask, m), cache)
+        P_new = reseed(cfg.policy, P_new, sums["l1"], top, mask)
     return _freeze(state, eqx.tree_at(lambda s: s.P, new, P_new))
 
 

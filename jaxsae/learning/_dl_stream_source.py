@@ -18,10 +18,9 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 
+import jax
 import jax.numpy as jnp
 import numpy as np
-
-from .._streaming import iter_chunks
 
 
 def source_of(X) -> Callable:
@@ -92,18 +91,11 @@ def describe(source) -> tuple[int, object]:
     raise ValueError("the data is empty (0 points). Pass at least one data point.")
 
 
-def chunks(source, chunk_size: int, d: int, dtype):
-    """Yield ``(i, chunk (chunk_size, d), n_valid)``; non-finite data is refused."""
-    start = 0
-    for i, (Xc, n_valid) in enumerate(iter_chunks(source(), chunk_size, d)):
-        Xc = Xc.astype(dtype, copy=False)
-        if not np.isfinite(Xc).all():
-            raise ValueError(
-                f"the data has non-finite values (NaN/Inf) in rows {start}..{start + n_valid - 1}. "
-                "Remove or impute them before learning."
-            )
-        start += n_valid
-        yield i, Xc, n_valid
+def data_sums(Xc, valid):
+    """``Σ x_n`` and ``Σ‖x_n‖²`` of a chunk's valid rows, in float64 where x64 is on
+    (the starting bias must not depend on the chunking)."""
+    Xv = jnp.where(valid[:, None], Xc, 0).astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    return {"xsum": jnp.sum(Xv, axis=0), "xsq": jnp.sum(Xv * Xv)}
 
 
 class CodeCache:
@@ -130,6 +122,13 @@ class CodeCache:
         if buf.shape != self.shape:
             raise ValueError(f"codes chunk has shape {buf.shape}, expected {self.shape}.")
         os.pwrite(self._file.fileno(), buf.tobytes(), i * self.nbytes)
+
+    def slots(self):
+        """Every slot in order, without end (a companion stream of a pass's chunks)."""
+        i = 0
+        while True:
+            yield self.read(i)
+            i += 1
 
     def close(self) -> None:
         self._file.close()

@@ -73,17 +73,24 @@ def atoms_from_stats(P, sums, n, mask, free_bias: bool):
 
 
 @eqx.filter_jit
-def top_residuals(P, Xc, valid, Zc, mask, top_sq, top_rows):
-    """Merge a chunk into the reservoir of the largest-norm residuals ``r_n = x_n − b − D z_n``.
-
-    The reservoir (``top_sq`` (M,), ``top_rows`` (M, d)) starts at ``−1`` / zeros;
-    earlier points win ties, as ``lax.top_k`` over the whole data would.
-    """
+def top_residuals(P, Xc, valid, Zc, mask, m: int):
+    """A chunk's ``m`` largest-norm residuals ``r_n = x_n − b − D z_n`` (``(‖r‖², rows)``;
+    padded rows rank below every real one)."""
     Y = _centre(P, Xc, valid)
     R = Y - jnp.where(mask, Zc, 0) @ P[:-1]
     r_sq = jnp.where(valid, jnp.sum(R * R, axis=1), -1)
-    vals, idx = jax.lax.top_k(jnp.concatenate([top_sq, r_sq]), top_sq.shape[0])
-    return vals, jnp.concatenate([top_rows, R])[idx]
+    r_sq = jnp.concatenate([r_sq, jnp.full((m,), -1, r_sq.dtype)])  # m may exceed the chunk
+    R = jnp.concatenate([R, jnp.zeros((m, R.shape[1]), R.dtype)])
+    vals, idx = jax.lax.top_k(r_sq, m)
+    return vals, R[idx]
+
+
+@jax.jit
+def merge_top(a, b):
+    """The ``m`` largest of two reservoirs; earlier points win ties, as ``lax.top_k``
+    over the whole data would."""
+    vals, idx = jax.lax.top_k(jnp.concatenate([a[0], b[0]]), a[0].shape[0])
+    return vals, jnp.concatenate([a[1], b[1]])[idx]
 
 
 @eqx.filter_jit

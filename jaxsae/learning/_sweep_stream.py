@@ -31,7 +31,7 @@ def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_s
     cfg = LearnerConfig.make(dtype, dead_atoms=None, bias=bias, code_tol=None, **cfg_args)
     K_max = max(w for w, _, _ in grid)
     n, xsum = data_statistics(stream)
-    b0 = jnp.asarray(xsum) / n if bias else jnp.zeros((stream.d,), dtype)
+    b0 = (xsum / n).astype(dtype) if bias else jnp.zeros((stream.d,), dtype)
     rows = []
     for width, lam, seed in grid:
         atoms = stream_data_init(stream, K_max, n, b0 if bias else None, key=jax.random.key(seed))
