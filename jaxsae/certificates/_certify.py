@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Real
 
-from .._streaming import Resident, pass_for
+from .._streaming import pass_for
 from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
@@ -88,7 +88,7 @@ def certify(
     cap = min(K, dictionary.n_features, DEFAULT_SUPPORT_CAP) if support_cap is None else int(support_cap)  # fmt: skip
     if cap < 1:
         raise ValueError(f"support_cap must be a positive integer, got {support_cap}.")
-    resident = isinstance(how, Resident)
+    resident = how.resident
     if resident:
         X = check_data(X, dictionary.n_features, dt)
         if codes is not None:

@@ -196,6 +196,18 @@ int lars_point(const T* b, const T* G, const bool* mask, int K, double lam, int 
   return step >= max_steps ? 1 : 0;
 }
 
+// run(lo, hi) over the rows [0, N) split into contiguous blocks, one thread per block
+// (at most `threads`, and at least 16 rows a thread).
+template <typename F>
+void over_rows(int64_t N, int64_t threads, F run) {
+  const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(threads, N / 16 + 1));
+  std::vector<std::thread> pool;
+  for (int64_t i = 1; i < n_threads; ++i)
+    pool.emplace_back(run, N * i / n_threads, N * (i + 1) / n_threads);
+  run(0, N / n_threads);
+  for (auto& th : pool) th.join();
+}
+
 template <ffi::DataType DT>
 ffi::Error LarsImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<ffi::PRED> mask,
                     ffi::Buffer<ffi::PRED> todo, ffi::Buffer<DT> lam, int64_t cap,
@@ -215,7 +227,6 @@ ffi::Error LarsImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<ffi::PRED>
   T* z = Z->typed_data();
   int32_t* st = status->typed_data();
   int32_t* sp = steps->typed_data();
-  const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(threads, N / 16 + 1));
   auto run = [&](int64_t lo, int64_t hi) {
     Work W(static_cast<int>(K), C);
     for (int64_t n = lo; n < hi; ++n) {
@@ -230,11 +241,7 @@ ffi::Error LarsImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<ffi::PRED>
       sp[n] = n_steps;
     }
   };
-  std::vector<std::thread> pool;
-  for (int64_t i = 1; i < n_threads; ++i)
-    pool.emplace_back(run, N * i / n_threads, N * (i + 1) / n_threads);
-  run(0, N / n_threads);
-  for (auto& th : pool) th.join();
+  over_rows(N, threads, run);
   return ffi::Error::Success();
 }
 
@@ -290,17 +297,12 @@ ffi::Error ResolveImpl(ffi::Buffer<DT> B, ffi::Buffer<DT> G, ffi::Buffer<DT> Z0,
   const T *b = B.typed_data(), *g = G.typed_data(), *z0 = Z0.typed_data();
   T* z = Z->typed_data();
   bool* good = ok->typed_data();
-  const int64_t n_threads = std::max<int64_t>(1, std::min<int64_t>(threads, N / 16 + 1));
   auto run = [&](int64_t lo, int64_t hi) {
     Work W(static_cast<int>(K), C);
     for (int64_t n = lo; n < hi; ++n)
       good[n] = resolve_point<T>(b + n * K, g, z0 + n * K, static_cast<int>(K), l, C, z + n * K, W);
   };
-  std::vector<std::thread> pool;
-  for (int64_t i = 1; i < n_threads; ++i)
-    pool.emplace_back(run, N * i / n_threads, N * (i + 1) / n_threads);
-  run(0, N / n_threads);
-  for (auto& th : pool) th.join();
+  over_rows(N, threads, run);
   return ffi::Error::Success();
 }
 
