@@ -16,6 +16,7 @@ from jaxtyping import Array, Bool, Float, Int, Real
 from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_finite, check_lam, is_concrete
 from ..solvers._fista import fista as run_fista, fista_start, lipschitz
+from ..solvers._iterate import AbstractIterativeSolver, iterate
 from ..solvers._results import RESULTS
 from ._group_prox import dual_value, group_prox, primal_dual
 
@@ -95,24 +96,28 @@ def _anderson(Rs):
     return jnp.tensordot(c, Rs[1:], axes=1)
 
 
-@eqx.filter_jit
-def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
-    # ‖C‖₂² from the smaller Gram matrix
-    step = 1 / lipschitz(C.T @ C if C.shape[1] <= C.shape[0] else C @ C.T, exact=True)
-    tiny = jnp.finfo(X.dtype).tiny
+class _CandidateFista(AbstractIterativeSolver):
+    """FISTA blocks of ``check_every`` steps, each followed by the duality gap, with a dual
+    point from Anderson extrapolation of the last residuals. The iterate is the FISTA
+    state; the solver's state is ``(P, best dual value, gap, iterations, residuals)``."""
 
-    def converged(P, gap):
-        return gap <= tol * jnp.maximum(P, tiny)
+    step_size: Array
+    tol: Array
+    check_every: int = eqx.field(static=True)
 
-    def cond(state):
-        _, P, _, gap, k, _ = state
-        return (k < max_steps) & ~converged(P, gap) & jnp.isfinite(gap)
+    def init(self, fista, args):
+        X, C, lam, gamma = args
+        Z0 = fista.Z
+        P0, D0, gap0 = primal_dual(X, C, Z0, lam, gamma)
+        Rs0 = jnp.broadcast_to(X - Z0 @ C, (_N_ANDERSON + 1, *X.shape))
+        return P0, D0, gap0, jnp.zeros((), jnp.int32), Rs0
 
-    def body(state):
-        fista, _, D_best, _, k, Rs = state
+    def step(self, fista, state, args):
+        X, C, lam, gamma = args
+        _, D_best, _, k, Rs = state
         fista = run_fista(
             lambda Y: -((X - Y @ C) @ C.T), lambda V, s: group_prox(V, lam, gamma, s), fista,
-            step, check_every,
+            self.step_size, self.check_every,
         )  # fmt: skip
         Z = fista.Z
         P, D, gap = primal_dual(X, C, Z, lam, gamma)
@@ -121,23 +126,28 @@ def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
         D_acc = jnp.where(jnp.isfinite(D_acc), D_acc, -jnp.inf)  # a failed guess is ignored
         # Every dual feasible point bounds P* from below: keep the best one seen.
         D_best = jnp.maximum(
-            D_best, jnp.where(k >= _N_ANDERSON * check_every, jnp.maximum(D, D_acc), D)
+            D_best, jnp.where(k >= _N_ANDERSON * self.check_every, jnp.maximum(D, D_acc), D)
         )
         gap = jnp.minimum(gap, jnp.maximum(P - D_best, 0))
-        return fista, P, D_best, gap, k + check_every, Rs
+        return fista, (P, D_best, gap, k + self.check_every, Rs)
 
-    Z0 = jnp.maximum(Z0, 0)
-    P0, D0, gap0 = primal_dual(X, C, Z0, lam, gamma)
-    Rs0 = jnp.broadcast_to(X - Z0 @ C, (_N_ANDERSON + 1, *X.shape))
-    fista0 = fista_start(Z0, per_row=False)  # one momentum: it survives the checks
-    init = (fista0, P0, D0, gap0, jnp.zeros((), jnp.int32), Rs0)
-    (Z, _, _), P, D, gap, k, _ = jax.lax.while_loop(cond, body, init)
+    def terminate(self, fista, state, args):
+        P, _, gap, _, _ = state
+        finite = jnp.isfinite(gap)
+        done = gap <= self.tol * jnp.maximum(P, jnp.finfo(gap.dtype).tiny)
+        return done | ~finite, RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+
+
+@eqx.filter_jit
+def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
+    # ‖C‖₂² from the smaller Gram matrix
+    step = 1 / lipschitz(C.T @ C if C.shape[1] <= C.shape[0] else C @ C.T, exact=True)
+    solver = _CandidateFista(step, tol, check_every)
+    fista0 = fista_start(jnp.maximum(Z0, 0), per_row=False)  # one momentum: it survives the checks
+    blocks = (max_steps + check_every - 1) // check_every
+    sol = iterate(solver, fista0, (X, C, lam, gamma), max_steps=blocks)
+    Z, (P, D, gap, k, _), result = sol.value.Z, sol.state, sol.result
     used = jnp.any(Z > 0, axis=0)
-    result = RESULTS.where(
-        jnp.isfinite(gap),
-        RESULTS.where(converged(P, gap), RESULTS.successful, RESULTS.max_steps_reached),
-        RESULTS.nonfinite,
-    )
     return CandidateSolution(
         codes=Z,
         used=used,

@@ -12,6 +12,7 @@ from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam
 from ..certificates._wide import wide_bound, wide_bound_terms
 from ..models._dictionary import Dictionary
+from ..solvers._iterate import AbstractIterativeSolver, iterate
 from ..solvers._results import RESULTS
 
 
@@ -127,30 +128,30 @@ def _step(X, b, lam):
     return jnp.where(newton_ok, b + t * p, b - g)
 
 
+class _BiasNewton(AbstractIterativeSolver):
+    """Safeguarded Newton on ``F_∞(b)``; the state is the duality gap at ``b``."""
+
+    tol: Array
+
+    def init(self, b, args):
+        return _certificate(*args[:1], b, args[1])[1]
+
+    def step(self, b, gap, args):
+        X, lam = args
+        b = _step(X, b, lam)
+        return b, _certificate(X, b, lam)[1]
+
+    def terminate(self, b, gap, args):
+        X, lam = args
+        finite = jnp.isfinite(gap)
+        done = gap <= self.tol * jnp.maximum(_value(X, b, lam), jnp.finfo(X.dtype).tiny)
+        return done | ~finite, RESULTS.where(finite, RESULTS.successful, RESULTS.nonfinite)
+
+
 @eqx.filter_jit
 def _solve_bias(X, lam, b0, tol, max_steps):
-    def gap_of(b):
-        return _certificate(X, b, lam)[1]
-
-    def done(b, gap):
-        return gap <= tol * jnp.maximum(_value(X, b, lam), jnp.finfo(X.dtype).tiny)
-
-    def cond(state):
-        b, gap, k = state
-        return (k < max_steps) & ~done(b, gap) & jnp.isfinite(gap)
-
-    def body(state):
-        b, _, k = state
-        b = _step(X, b, lam)
-        return b, gap_of(b), k + 1
-
-    b, gap, k = jax.lax.while_loop(cond, body, (b0, gap_of(b0), jnp.zeros((), jnp.int32)))
-    result = RESULTS.where(
-        jnp.isfinite(gap),
-        RESULTS.where(done(b, gap), RESULTS.successful, RESULTS.max_steps_reached),
-        RESULTS.nonfinite,
-    )
-    return b, k, result
+    sol = iterate(_BiasNewton(tol), b0, (X, lam), max_steps=max_steps)
+    return sol.value, sol.num_steps, sol.result
 
 
 @eqx.filter_jit

@@ -141,7 +141,8 @@ def learn_dictionary(
     P, mask = initial_point(X, n_atoms, init, bias, key=key)
     state = init_state(P, X, cfg.memory)
     with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
+        data = _dl_driver.ResidentData(X, batched=False)
         state, hist = _dl_driver.run(
-            state, X, lam, mask, cfg=cfg, batched=False, progress=progress, checkpoint=ckpt
+            data, state, lam, mask, cfg=cfg, progress=progress, checkpoint=ckpt
         )
     return finish(state, hist, mask, bias, throw)

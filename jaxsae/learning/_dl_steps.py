@@ -250,55 +250,57 @@ def lbfgs_update(state, moved, accepted, Ft, tol, patience: int = 30):
     return _freeze(state, new)
 
 
-def lbfgs_step(
-    state,
-    X,
-    lam,
-    mask,
-    tol,
-    free_bias: bool,
-    code_tol,
-    max_code_steps: int,
-    max_backtracks: int,
-    patience: int = 30,
-    start=None,
-):
+def _begin(state, start):
+    """The state a step starts from (cleared at the start of phase 2), its direction,
+    slope and rounding slack (no move at the start of phase 2)."""
+    state = jax.tree.map(lambda a, b: jnp.where(start, a, b), _cleared(state), state)
+    p, slope, slack = lbfgs_direction(state)
+    return state, jnp.where(start, 0, p), jnp.where(start, 0, slope), slack
+
+
+_begin_jit = eqx.filter_jit(_begin)
+_update_jit = eqx.filter_jit(lbfgs_update)
+_armijo_jit = jax.jit(armijo)
+_retract_jit = jax.jit(lambda P, t, p: retract(P, t * p))
+
+
+def lbfgs_step(state, trial, loop, *, tol, max_backtracks: int, start, patience: int = 30):
     """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search.
 
-    With ``start`` (a traced bool) the call is the start of phase 2 instead: the
-    memory is cleared and a zero step is taken, so the codes are solved to full
-    accuracy at the current atoms and the first-order measures recorded. Both
-    uses share one compiled function (the code solver inside is the costly part
-    to compile).
+    ``trial(P_t)`` is the state measured at the trial point (certified codes, F, its
+    envelope gradient and (A)): in memory a compiled function, on streamed data one
+    pass over the chunks. ``loop`` (``Compiled`` or ``Host``) runs the backtracking
+    loop, so this one function is the step for both. With ``start`` (a traced bool) the
+    call is the start of phase 2 instead: the memory is cleared and a zero step is
+    taken, so the codes are solved to full accuracy at the current atoms and the
+    first-order measures recorded (one compiled function for both uses: the code
+    solver inside is the costly part to compile). Returns ``(state, accepted)``.
     """
-    start = jnp.zeros((), bool) if start is None else start
-    state = jax.tree.map(lambda a, b: jnp.where(start, a, b), _cleared(state), state)
+    state, p, slope, slack = _begin_jit(state, jnp.asarray(start))
     P, F = state.P, state.value
-    p, slope, slack = lbfgs_direction(state)
-    p, slope = jnp.where(start, 0, p), jnp.where(start, 0, slope)
-
-    def trial(t):
-        Pt = jnp.where(start, P, retract(P, t * p))
-        Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
-        Zm = jnp.where(mask, Zt, 0)
-        Rt = X - Pt[-1] - Zm @ Pt[:-1]
-        Ft = jnp.mean(0.5 * jnp.sum(Rt * Rt, axis=1) + lam * jnp.sum(Zm, axis=1))
-        return Pt, Zt, Ft
 
     def cond(c):
-        t, k, _, _, Ft = c
-        return (k < max_backtracks) & ~armijo(F, Ft, t, slope, slack)
+        t, k, moved = c
+        return (k < max_backtracks) & ~_armijo_jit(F, moved.value, t, slope, slack)
 
     def body(c):
-        t, k, _, _, _ = c
+        t, k, _ = c
         t = jnp.where(k == 0, t, 0.5 * t)
-        Pt, Zt, Ft = trial(t)
-        return t, k + 1, Pt, Zt, Ft
+        return t, k + 1, trial(jnp.where(start, P, _retract_jit(P, t, p)))
 
-    one = jnp.ones((), P.dtype)
-    # Ft = NaN fails the Armijo test, so at least one trial is evaluated
-    init = (one, jnp.zeros((), jnp.int32), P, state.codes, jnp.asarray(jnp.nan, P.dtype))
-    t, _, Pt, Zt, Ft = jax.lax.while_loop(cond, body, init)
-    accepted = armijo(F, Ft, t, slope, slack)
-    moved = _measure(state, Pt, Zt, X, lam, mask, free_bias)
-    return lbfgs_update(state, moved, accepted, Ft, tol, patience)
+    # value = NaN fails the Armijo test, so at least one trial is evaluated
+    unmeasured = eqx.tree_at(lambda s: s.value, state, jnp.full_like(F, jnp.nan))
+    init = (jnp.ones((), P.dtype), jnp.zeros((), jnp.int32), unmeasured)
+    t, _, moved = loop.while_loop(cond, body, init)
+    accepted = _armijo_jit(F, moved.value, t, slope, slack)
+    return _update_jit(state, moved, accepted, moved.value, tol, patience), accepted
+
+
+def resident_trial(state, X, lam, mask, free_bias: bool, code_tol, max_code_steps: int):
+    """``trial`` of ``lbfgs_step`` for resident data: codes warm-started from ``state``'s."""
+
+    def trial(Pt):
+        Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
+        return _measure(state, Pt, Zt, X, lam, mask, free_bias)
+
+    return trial

@@ -21,7 +21,6 @@ the trial's), read and written one chunk at a time.
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 
 import equinox as eqx
@@ -32,10 +31,12 @@ import numpy as np
 from .._streaming import DEFAULT_CHUNK, Streamed, Summed, add_trees, iter_chunks
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
-from ._dl_manifold import retract, stack
+from ..solvers._iterate import Host
+from ._dl_driver import run
+from ._dl_manifold import stack
 from ._dl_policy import KeepDead, ReseedDead
 from ._dl_setup import LearnerConfig, finish, init_rows, initial_point, unit_rows
-from ._dl_steps import _freeze, armijo, init_state, lbfgs_direction, lbfgs_update
+from ._dl_steps import _freeze, init_state, lbfgs_step
 from ._dl_stream_source import CodeCache, data_sums, describe, source_of
 from ._dl_stream_steps import (
     alternating_chunk,
@@ -46,11 +47,6 @@ from ._dl_stream_steps import (
     reseed,
     top_residuals,
 )
-
-_direction = eqx.filter_jit(lbfgs_direction)
-_update = eqx.filter_jit(lbfgs_update)
-_armijo = jax.jit(armijo)
-_retract = jax.jit(lambda P, t, p: retract(P, t * p))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,84 +155,51 @@ def _alternating(stream, state, lam, mask, cfg, cache):
     return _freeze(state, eqx.tree_at(lambda s: s.P, new, P_new))
 
 
-def _start(stream, state, lam, mask, cfg, cache):
-    args = (state.P, lam, mask, cfg.code_tol, cfg.max_code_steps)
-    sums, n = stream_pass(stream, certified_chunk, args, cache, cache)
-    state = eqx.tree_at(
-        lambda s: (s.count, s.head, s.fails, s.flat, s.best),
-        state,
-        (0 * state.count, 0 * state.head, 0 * state.fails, 0 * state.flat, state.best + jnp.inf),
-    )
-    return _set_measures(state, state.P, measures(state.P, sums, n, lam, mask, cfg.free_bias))
+class StreamedData:
+    """The learner's data strategy for a stream (see ``_dl_driver``): each phase-1 step
+    and each L-BFGS trial point is one pass; codes live in two ``CodeCache`` files (the
+    accepted point's and the trial's), swapped when a trial is accepted.
+    Host-side (not a pytree); ``close()`` when done."""
 
+    def __init__(self, stream: Stream, n_atoms: int, dtype):
+        self.stream = stream
+        self.caches = (CodeCache(stream.chunk_size, n_atoms, dtype),
+                       CodeCache(stream.chunk_size, n_atoms, dtype))  # fmt: skip
 
-def _lbfgs(stream, state, lam, mask, cfg, caches):
-    """One L-BFGS step; each Armijo trial is one pass. Returns the state and the caches."""
-    current, trial = caches
-    p, slope, slack = _direction(state)
-    t = jnp.ones((), state.P.dtype)
-    for k in range(cfg.max_backtracks):
-        t = t if k == 0 else 0.5 * t
-        Pt = _retract(state.P, t, p)
-        args = (Pt, lam, mask, cfg.code_tol, cfg.max_code_steps)
-        sums, n = stream_pass(stream, certified_chunk, args, current, trial)
-        out = measures(Pt, sums, n, lam, mask, cfg.free_bias)
-        accepted = _armijo(state.value, out[0], t, slope, slack)
+    def alternating(self, state, lam, mask, cfg):
+        return _alternating(self.stream, state, lam, mask, cfg, self.caches[0])
+
+    def lbfgs(self, state, lam, mask, cfg, start: bool):
+        current, trial_cache = self.caches
+
+        def trial(Pt):
+            args = (Pt, lam, mask, cfg.code_tol, cfg.max_code_steps)
+            sums, n = stream_pass(self.stream, certified_chunk, args, current, trial_cache)
+            return _set_measures(state, Pt, measures(Pt, sums, n, lam, mask, cfg.free_bias))
+
+        new, accepted = lbfgs_step(state, trial, Host(), tol=jnp.asarray(cfg.tol, state.P.dtype),
+                         max_backtracks=cfg.max_backtracks, start=jnp.asarray(start))  # fmt: skip
         if bool(accepted):
-            break
-    moved = _set_measures(state, Pt, out)
-    state = _update(state, moved, accepted, out[0], cfg.tol)
-    return state, ((trial, current) if bool(accepted) else caches)
+            self.caches = (trial_cache, current)  # the trial's codes are the new point's
+        return new
+
+    def close(self):
+        for c in self.caches:
+            c.close()
 
 
 def run_stream(stream: Stream, P, lam, mask, *, cfg, progress: bool):
-    """Both phases over a stream; returns ``(state, history, code cache of the final point)``.
-
-    The caller closes the returned cache.
-    """
-    from tqdm import tqdm
-
-    K = P.shape[0] - 1
+    """Both phases over a stream; returns ``(state, history, data)``: ``data.caches[0]``
+    holds the final point's codes. The caller closes ``data``."""
+    data = StreamedData(stream, P.shape[0] - 1, P.dtype)
     state = init_state(P, jnp.zeros((0, stream.d), P.dtype), cfg.memory)
-    caches = (CodeCache(stream.chunk_size, K, P.dtype), CodeCache(stream.chunk_size, K, P.dtype))
-    hist = {"objective": [], "grad_norm": [], "alignment": [], "time": [], "phase": []}
-    t0 = time.perf_counter()
-
-    def record(state, phase):
-        v, g, a = jax.device_get((state.value, state.grad_norm, state.align))
-        for name, x in zip(hist, (v, g, a, time.perf_counter() - t0, phase)):
-            hist[name].append(x)
-        return v, g
-
-    bar = tqdm(
-        total=cfg.warm_steps + cfg.max_steps,
-        disable=not progress,
-        desc="learn_dictionary (streamed)",
-        leave=False,
-    )
     try:
-        for _ in range(cfg.warm_steps):
-            state = _alternating(stream, state, lam, mask, cfg, caches[0])
-            v, _ = record(state, 0)
-            bar.update(1)
-            bar.set_postfix(F=f"{v:.6g}", phase="alternating")
-        state = _start(stream, state, lam, mask, cfg, caches[0])
-        record(state, 1)
-        for _ in range(cfg.max_steps):
-            if bool(state.done):
-                break
-            state, caches = _lbfgs(stream, state, lam, mask, cfg, caches)
-            v, g = record(state, 1)
-            bar.update(1)
-            bar.set_postfix(F=f"{v:.10g}", grad=f"{g:.2e}", phase="L-BFGS")
+        state, hist = run(data, state, lam, mask, cfg=cfg, progress=progress,
+                          desc="learn_dictionary (streamed)")  # fmt: skip
     except BaseException:
-        for c in caches:
-            c.close()
+        data.close()
         raise
-    finally:
-        bar.close()
-    caches[1].close()
-    return state, {k: np.asarray(v) for k, v in hist.items()}, caches[0]
+    return state, hist, data
 
 
 def learn_dictionary_stream(
@@ -286,6 +249,6 @@ def learn_dictionary_stream(
         inner_steps=inner_steps,
     )
     P, mask = stream_initial_point(stream, n_atoms, init, bias, key=key)
-    state, hist, cache = run_stream(stream, P, lam, mask, cfg=cfg, progress=progress)
-    cache.close()
+    state, hist, data = run_stream(stream, P, lam, mask, cfg=cfg, progress=progress)
+    data.close()
     return finish(state, hist, mask, bias, throw)

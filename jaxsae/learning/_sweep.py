@@ -203,8 +203,9 @@ def _sweep_resident(X, grid, cfg: LearnerConfig, progress, checkpoint_dir, check
     state = jax.vmap(lambda p: init_state(p, X, cfg.memory))(P)
     state, lam_arr, masks = _shard((state, lam_arr, masks), len(grid))
     with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
+        data = _dl_driver.ResidentData(X, batched=True)
         state, _ = _dl_driver.run(
-            state, X, lam_arr, masks, cfg=cfg, batched=True, progress=progress, checkpoint=ckpt
+            data, state, lam_arr, masks, cfg=cfg, progress=progress, checkpoint=ckpt
         )
     valid = jnp.ones(X.shape[:1], bool)
     sums = jax.vmap(lambda P, Z, lam, m: table_chunk(P, X, valid, Z, lam, m))(

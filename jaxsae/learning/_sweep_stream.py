@@ -37,13 +37,13 @@ def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_s
         atoms = stream_data_init(stream, K_max, n, b0 if bias else None, key=jax.random.key(seed))
         mask = jnp.arange(K_max) < width
         lam_a = jnp.asarray(lam, dtype)
-        state, _, cache = run_stream(
+        state, _, data = run_stream(
             stream, stack(atoms, b0), lam_a, mask, cfg=cfg, progress=progress
         )
         try:
-            sums, _ = stream_pass(stream, table_chunk, (state.P, lam_a, mask), cache)
+            sums, _ = stream_pass(stream, table_chunk, (state.P, lam_a, mask), data.caches[0])
         finally:
-            cache.close()
+            data.close()
         rows.append((state, mask, sums))
     state, masks, sums = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *rows)
     return tabulate(grid, state, masks, sums, n, bias, dtype)
