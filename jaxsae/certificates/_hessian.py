@@ -29,7 +29,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..models._dictionary import Dictionary
 from ..solvers._cholesky import spd_solve
-from ._lanczos import smallest_eigs
+from ._lanczos import CompiledProducts, smallest_eigs
 
 
 class FrozenSupport(eqx.Module):
@@ -256,11 +256,11 @@ class RiemannianHessian(eqx.Module):
 
     def eigs(self, n_eigs, tol, max_iter, key, progress=False, desc="Lanczos"):
         """Lanczos in compiled blocks (``_lanczos.smallest_eigs``)."""
-        del progress, desc
         t = self.tangent
         return smallest_eigs(
-            self.flat_mv, t.flat_project, t.atoms.size + t.atoms.shape[1], int(t.dimension()),
-            n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dtype=t.atoms.dtype,
+            CompiledProducts(self.flat_mv, t.flat_project), t.atoms.size + t.atoms.shape[1],
+            int(t.dimension()), n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key,
+            dtype=t.atoms.dtype, progress=progress, desc=desc,
         )  # fmt: skip
 
     def operator(self) -> lx.FunctionLinearOperator:

@@ -10,48 +10,93 @@ returned pairs carry their true residuals ``‖Hy − θy‖``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-@eqx.filter_jit
-def _lanczos_block(matvec, project, V, alpha, beta, j0, n_steps: int, key):
-    m = alpha.shape[0]
+def _orth(V, w, j):
+    """``w`` minus its components on ``V[0..j]``: classical Gram–Schmidt, twice ("twice is
+    enough"), masked so the basis keeps its fixed shape."""
     rows = jnp.arange(V.shape[0])
+    for _ in range(2):
+        w = w - jnp.where(rows <= j, V @ w, 0) @ V
+    return w
+
+
+def _extend(project, V, alpha, beta, j, w, key):
+    """One Lanczos step given ``w = P H v_j``: ``α_j``, ``β_j`` and ``v_{j+1}``, with a
+    fresh random start in the complement when the Krylov space is invariant."""
+    m = alpha.shape[0]
     eps = jnp.finfo(V.dtype).eps
+    v = V[j]
+    a = v @ w
+    scale = jnp.maximum(jnp.linalg.norm(w), eps)
+    w = project(_orth(V, w, j))
+    b = jnp.linalg.norm(w)
+    broke = b <= 1e3 * eps * scale
+    fresh = project(jax.random.normal(jax.random.fold_in(key, j), v.shape, v.dtype))
+    fresh = project(_orth(V, fresh, j))
+    w = jnp.where(broke, fresh / jnp.linalg.norm(fresh), w / b)
+    nxt = jnp.minimum(j + 1, m)
+    V = V.at[nxt].set(jnp.where(j + 1 <= m, w, V[nxt]))
+    return V, alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0.0, b))
 
-    def orth(V, w, j):
-        for _ in range(2):
-            c = jnp.where(rows <= j, V @ w, 0)
-            w = w - c @ V
-        return w
 
+_extend_jit = eqx.filter_jit(_extend)
+
+
+@eqx.filter_jit
+def _compiled_block(matvec, project, V, alpha, beta, j0, n_steps: int, key):
     def body(j, carry):
         V, alpha, beta = carry
-        v = V[j]
-        w = project(matvec(v))
-        a = v @ w
-        scale = jnp.maximum(jnp.linalg.norm(w), eps)
-        w = project(orth(V, w, j))
-        b = jnp.linalg.norm(w)
-        broke = b <= 1e3 * eps * scale
-        fresh = project(jax.random.normal(jax.random.fold_in(key, j), v.shape, v.dtype))
-        fresh = project(orth(V, fresh, j))
-        w = jnp.where(broke, fresh / jnp.linalg.norm(fresh), w / b)
-        nxt = jnp.minimum(j + 1, m)
-        V = V.at[nxt].set(jnp.where(j + 1 <= m, w, V[nxt]))
-        return V, alpha.at[j].set(a), beta.at[j].set(jnp.where(broke, 0.0, b))
+        return _extend(project, V, alpha, beta, j, project(matvec(V[j])), key)
 
-    end = jnp.minimum(j0 + n_steps, m)
+    end = jnp.minimum(j0 + n_steps, alpha.shape[0])
     return jax.lax.fori_loop(j0, end, body, (V, alpha, beta))
 
 
 @eqx.filter_jit
-def _residuals(matvec, vectors, values):
-    Hy = jax.vmap(matvec)(vectors)
-    return jnp.linalg.norm(Hy - values[:, None] * vectors, axis=1)
+def _compiled_products(matvec, vectors):
+    return jax.vmap(matvec)(vectors)
+
+
+class CompiledProducts(eqx.Module):
+    """Products inside the compiled program: Lanczos advances ``block`` steps per call."""
+
+    matvec: Callable
+    project: Callable
+
+    def advance(self, V, alpha, beta, j: int, steps: int, key):
+        return _compiled_block(self.matvec, self.project, V, alpha, beta, jnp.asarray(j), steps, key)
+
+    def products(self, vectors):
+        return _compiled_products(self.matvec, vectors)
+
+
+class HostProducts(eqx.Module):
+    """Products that cannot be compiled (each one streams the data): one step per call,
+    the product on the host, the rest of the step compiled."""
+
+    matvecs: Callable  # (p, n) -> (p, n)
+    project: Callable
+
+    def advance(self, V, alpha, beta, j: int, steps: int, key):
+        for i in range(j, j + steps):
+            w = _apply(self.project, self.matvecs(V[i][None])[0])
+            V, alpha, beta = _extend_jit(self.project, V, alpha, beta, jnp.asarray(i), w, key)
+        return V, alpha, beta
+
+    def products(self, vectors):
+        return self.matvecs(vectors)
+
+
+@eqx.filter_jit
+def _apply(f, v):
+    return f(v)
 
 
 def _ritz(alpha, beta, n_eigs: int, tol: float, dtype, exact: bool):
@@ -82,8 +127,7 @@ class Eigs(eqx.Module):
 
 
 def smallest_eigs(
-    matvec,
-    project,
+    products,
     n: int,
     dim: int,
     *,
@@ -93,125 +137,51 @@ def smallest_eigs(
     key,
     dtype,
     block: int = 20,
+    every: int | None = None,
+    progress: bool = False,
+    desc: str = "Lanczos",
 ) -> Eigs:
-    """Smallest ``n_eigs`` eigenpairs of ``matvec`` on the range of ``project``.
+    """Smallest ``n_eigs`` eigenpairs of a symmetric operator on the range of a projection.
+
+    Lanczos with full reorthogonalisation, breakdown restarts, and the a-posteriori
+    test of ``_ritz`` from step ``min(block, dim)`` on (so the Krylov space has had a
+    chance to see the bottom of the spectrum), then every ``every`` steps (default
+    ``block``; 1 when each product is a pass over the data, so stopping early matters).
 
     Args:
-        matvec, project: functions on flat ``(n,)`` vectors (jit-compatible pytrees
-            or closures over arrays).
-        dim: dimension of the subspace (Lanczos is exact after ``dim`` steps).
+        products: ``CompiledProducts(matvec, project)`` (a jittable ``(n,) → (n,)``
+            product) or ``HostProducts(matvecs, project)`` (``(p, n) → (p, n)``, run on
+            the host); ``project`` is the projection onto the subspace.
+        n: length of the flat vectors; dim: dimension of the subspace (Lanczos is exact
+            after ``dim`` steps).
         tol: relative accuracy of the eigenvalues.
+        progress: a tqdm bar over the steps.
     """
     m = int(min(max_iter, dim))
     n_eigs = int(min(n_eigs, m))
-    V = jnp.zeros((m + 1, n), dtype)
-    v0 = project(jax.random.normal(key, (n,), dtype))
-    V = V.at[0].set(v0 / jnp.linalg.norm(v0))
-    alpha = jnp.zeros((m,), dtype)
-    beta = jnp.zeros((m,), dtype)
-    j, converged = 0, False
+    every = block if every is None else int(every)
+    v0 = _apply(products.project, jax.random.normal(key, (n,), dtype))
+    V = jnp.zeros((m + 1, n), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    alpha, beta = jnp.zeros((m,), dtype), jnp.zeros((m,), dtype)
+    bar = _bar(progress, m + 1, desc)
+    j, converged, first = 0, False, max(min(block, m), n_eigs)
     while j < m:
-        steps = min(block, m - j)
-        V, alpha, beta = _lanczos_block(matvec, project, V, alpha, beta, jnp.asarray(j), steps, key)
+        steps = min(first - j if j < first else every, m - j)
+        V, alpha, beta = products.advance(V, alpha, beta, j, steps, key)
         j += steps
-        theta, S, converged = _ritz(alpha[:j], beta[:j], n_eigs, tol, dtype, j == m and m == dim)
+        if bar is not None:
+            bar.update(steps)
+        theta, S, converged = _ritz(alpha[:j], beta[:j], n_eigs, tol, dtype, j == m == dim)
         if converged:
             break
     vectors = jnp.asarray(S[:, :n_eigs].T, dtype) @ V[:j]
     vectors = vectors / jnp.linalg.norm(vectors, axis=1, keepdims=True)
     values = jnp.asarray(theta[:n_eigs], dtype)
-    residuals = _residuals(matvec, vectors, values)
-    return Eigs(values, vectors, residuals, j, converged, float(np.max(theta)))
-
-
-@eqx.filter_jit
-def _apply(f, v):
-    return f(v)
-
-
-def _orth(V, w):
-    for _ in range(2):  # classical Gram–Schmidt, twice ("twice is enough")
-        w = w - (V @ w) @ V
-    return w
-
-
-def smallest_eigs_host(
-    matvecs,
-    project,
-    n: int,
-    dim: int,
-    *,
-    n_eigs: int,
-    tol: float,
-    max_iter: int,
-    key,
-    dtype,
-    block: int = 20,
-    progress: bool = False,
-    desc: str = "Lanczos",
-) -> Eigs:
-    """``smallest_eigs`` for an operator that cannot be jitted (each product streams data).
-
-    The same Lanczos with full reorthogonalisation, start vector, breakdown
-    restarts and convergence test, but a Python loop over matvecs: the Krylov
-    basis ``(steps, n)`` lives on the host. The test runs after every step from
-    step ``min(block, dim)`` on (a product is a pass over the data, so stopping
-    early matters; not before ``block`` steps, so the Krylov space has had a
-    chance to see the bottom of the spectrum).
-
-    Args:
-        matvecs: ``(p, n) → (p, n)``: products with ``p`` vectors at once (``p = 1``
-            per step; ``p = n_eigs`` once for the true residuals ``‖Hy − θy‖``).
-        project: the projection onto the subspace, on flat ``(n,)`` vectors.
-        progress: a tqdm bar over the steps.
-    """
-    m = int(min(max_iter, dim))
-    n_eigs = int(min(n_eigs, m))
-    eps = float(np.finfo(np.dtype(dtype)).eps)
-
-    def proj(v):
-        return np.asarray(_apply(project, jnp.asarray(v, dtype)))
-
-    def unit(v):
-        return v / np.linalg.norm(v)
-
-    V = np.zeros((m + 1, n), dtype)
-    V[0] = unit(proj(jax.random.normal(key, (n,), dtype)))
-    alpha, beta = np.zeros((m,), dtype), np.zeros((m,), dtype)
-    bar = _bar(progress, m + 1, desc)
-    j, converged = 0, False
-    while j < m:
-        v = V[j]
-        w = proj(np.asarray(matvecs(jnp.asarray(v[None]))[0]))
-        a = v @ w
-        scale = max(float(np.linalg.norm(w)), eps)
-        w = proj(_orth(V[: j + 1], w))
-        b = float(np.linalg.norm(w))
-        if b <= 1e3 * eps * scale:  # invariant subspace found: restart in its complement
-            fresh = proj(jax.random.normal(jax.random.fold_in(key, j), (n,), dtype))
-            w, b = unit(proj(_orth(V[: j + 1], fresh))), 0.0
-        else:
-            w = w / b
-        V[j + 1], alpha[j], beta[j] = w, a, b
-        j += 1
-        if bar is not None:
-            bar.update(1)
-        if j >= min(block, m) and j >= n_eigs:
-            theta, S, converged = _ritz(alpha[:j], beta[:j], n_eigs, tol, dtype, j == m == dim)
-            if converged or j == m:
-                break
-    vectors = S[:, :n_eigs].T.astype(dtype) @ V[:j]
-    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    values = theta[:n_eigs].astype(dtype)
-    Hy = np.asarray(matvecs(jnp.asarray(vectors)))
-    residuals = np.linalg.norm(Hy - values[:, None] * vectors, axis=1)
+    residuals = jnp.linalg.norm(products.products(vectors) - values[:, None] * vectors, axis=1)
     if bar is not None:
         bar.update(1)
         bar.close()
-    return Eigs(
-        jnp.asarray(values), jnp.asarray(vectors), jnp.asarray(residuals), j, converged,
-        float(np.max(theta)),
-    )  # fmt: skip
+    return Eigs(values, vectors, residuals, j, converged, float(np.max(theta)))
 
 
 def _bar(enabled: bool, total: int, desc: str):

@@ -35,7 +35,7 @@ from ..io._atomic import atomic_path
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
 from ._hessian import Tangent, _chunk_gradient, _support_inverse, rounding_terms
-from ._lanczos import smallest_eigs_host
+from ._lanczos import HostProducts, smallest_eigs
 from ._spectrum import Prepared, gram_tol
 from ._stationarity import degenerate_pairs, strict_support
 
@@ -178,10 +178,10 @@ class StreamedHessian(eqx.Module):
     def eigs(self, n_eigs, tol, max_iter, key, progress=False, desc="Lanczos"):
         """Lanczos on the host (each product is a pass over the data)."""
         t = self.tangent
-        return smallest_eigs_host(
-            self.flat_mvs, t.flat_project, t.atoms.size + t.atoms.shape[1], int(t.dimension()),
-            n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key, dtype=t.atoms.dtype,
-            progress=progress, desc=f"{desc} (a data pass per step)",
+        return smallest_eigs(
+            HostProducts(self.flat_mvs, t.flat_project), t.atoms.size + t.atoms.shape[1],
+            int(t.dimension()), n_eigs=n_eigs, tol=tol, max_iter=max_iter, key=key,
+            dtype=t.atoms.dtype, every=1, progress=progress, desc=f"{desc} (a data pass per step)",
         )  # fmt: skip
 
 
