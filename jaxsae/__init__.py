@@ -7,24 +7,28 @@ Where things live (layers import only downward):
 - ``_streaming.py``: every pass over data is *chunk statistics → combine →
   finish*; where the data lives is a strategy (``Resident``: a compiled scan over
   device arrays; ``Streamed``: a host loop over memmaps / chunk lists, sharded over
-  a mesh). Certificates and ``evaluate`` have no separate streamed variant; the
-  dictionary learner and its sweep still do (``learning/_dl_stream.py``,
-  ``_sweep_stream.py``), which is the next merge; the SAE sweep has none.
+  a mesh). No capability has a separate streamed variant.
 - ``models/``: ``Dictionary``, ``SAE`` (activations, penalties), the objective and
   the first-order residual formula (``_objective.atom_first_order``).
-- ``solvers/``: the sparse coder (``_lasso.sparse_code``: homotopy kernel
-  ``_lars.cc`` / ``_homotopy.py``, then gathered rounds of block steps and exact
-  polishes; settings in ``CoderSettings``), one FISTA and one Lipschitz estimate
-  (``_fista.py``), the LP of the GS10 checks, KKT residuals and result codes.
-  A new solver goes here.
+- ``solvers/``: where a new solver goes. ``_iterate.py`` is the one driver
+  (``AbstractIterativeSolver``: ``init / step / terminate``; ``iterate`` owns
+  max-steps, non-finite iterates, ``RESULTS``, ``throw=`` and the per-step hook;
+  ``Compiled`` / ``Host`` say where the loop runs). Also the sparse coder
+  (``_lasso.sparse_code``: homotopy kernel ``_lars.cc`` / ``_homotopy.py``, then
+  gathered rounds of block steps and exact polishes; settings in
+  ``CoderSettings``), one FISTA and one Lipschitz estimate (``_fista.py``), the LP
+  of the GS10 checks, KKT residuals and result codes.
 - ``certificates/``: ``certify`` (``_certify.py``; the pass in ``_first_order.py``),
   ``second_order`` (resident Hessian ``_hessian.py``, streamed one
-  ``_second_order_streamed.py``, one spectral step ``_spectrum.py``), GS10,
-  splitting, ``evaluate``.
-- ``convex/``: the wide limit and the convex candidate problem.
-- ``learning/``: the dictionary learner (``_dictionary_learning.py``: settings,
-  start and finish in ``_dl_setup.py``, steps in ``_dl_steps.py``, the host loop in
-  ``_dl_driver.py``; streamed data in ``_dl_stream.py``), ``train_sae``, ``sweep``.
+  ``_second_order_streamed.py``, one spectral step ``_spectrum.py``, one Lanczos
+  ``_lanczos.py`` with compiled or host products), GS10, splitting, ``evaluate``.
+- ``convex/``: the wide limit and the convex candidate problem (solvers on ``iterate``).
+- ``learning/``: the dictionary learner (``_dictionary_learning.py``): its two
+  phases are solvers on ``iterate`` (``_dl_driver.py``), the steps are in
+  ``_dl_steps.py`` (one L-BFGS step for all data), and where the data lives is a
+  strategy: ``_dl_driver.ResidentData`` or ``_dl_stream.StreamedData`` (one pass
+  per trial point). Also ``train_sae`` and ``sweep`` (a learner strategy:
+  ``DictionaryLearner`` or ``SAETrainer``).
 - ``phenomena/``, then ``io/`` (files), ``cli/``, ``report/``, ``plots/`` on top.
 """
 

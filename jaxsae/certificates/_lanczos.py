@@ -71,7 +71,9 @@ class CompiledProducts(eqx.Module):
     project: Callable
 
     def advance(self, V, alpha, beta, j: int, steps: int, key):
-        return _compiled_block(self.matvec, self.project, V, alpha, beta, jnp.asarray(j), steps, key)
+        return _compiled_block(
+            self.matvec, self.project, V, alpha, beta, jnp.asarray(j), steps, key
+        )
 
     def products(self, vectors):
         return _compiled_products(self.matvec, vectors)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from jaxtyping import Real
 
 from .._typing import ArrayLike, Chunks
@@ -10,9 +12,8 @@ from ..models._dictionary import Dictionary
 from . import _dl_driver
 from ._checkpoint_dl import checkpointer
 from ._dl_policy import AbstractDeadAtomPolicy
-from ._dl_setup import DictionaryHistory, LearnerConfig, finish, initial_point
-from ._dl_steps import init_state
-from ._dl_stream import learn_dictionary_stream
+from ._dl_setup import DictionaryHistory, LearnerConfig, finish
+from ._dl_stream import open_streamed
 from ._dl_stream_source import is_stream_input
 
 
@@ -116,32 +117,19 @@ def learn_dictionary(
         >>> float(hist.grad_norm[-1]), float(hist.alignment[-1])   # ≤ 1e-10 in float64
     """
     if is_stream_input(X):
-        return learn_dictionary_stream(
-            X, n_atoms, lam, key=key, init=init, max_steps=max_steps, warm_steps=warm_steps,
-            inner_steps=inner_steps, tol=tol, bias=bias, memory=memory, dead_atoms=dead_atoms,
-            code_tol=code_tol, progress=progress, throw=throw, checkpoint_dir=checkpoint_dir,
-            chunk_size=chunk_size,
-        )  # fmt: skip
-    X = as_float_array(X, "X")
-    check_rank(X, 2, "X", "(N, d): one data point per row")
-    X = check_data(X, X.shape[1], X.dtype)
-    dtype = X.dtype
-    lam = check_lam(lam, dtype)
+        data = open_streamed(X, chunk_size, dead_atoms, checkpoint_dir)
+    else:
+        X = as_float_array(X, "X")
+        check_rank(X, 2, "X", "(N, d): one data point per row")
+        data = _dl_driver.ResidentData(check_data(X, X.shape[1], X.dtype), batched=False)
+    lam = check_lam(lam, data.dtype)
     cfg = LearnerConfig.make(
-        dtype,
-        max_steps=max_steps,
-        warm_steps=warm_steps,
-        tol=tol,
-        memory=memory,
-        dead_atoms=dead_atoms,
-        bias=bias,
-        code_tol=code_tol,
-        inner_steps=inner_steps,
-    )
-    P, mask = initial_point(X, n_atoms, init, bias, key=key)
-    state = init_state(P, X, cfg.memory)
-    with checkpointer(checkpoint_dir, checkpoint_every) as ckpt:  # one process per folder
-        data = _dl_driver.ResidentData(X, batched=False)
+        data.dtype, max_steps=max_steps, warm_steps=warm_steps, tol=tol, memory=memory,
+        dead_atoms=dead_atoms, bias=bias, code_tol=code_tol, inner_steps=inner_steps,
+    )  # fmt: skip
+    P, mask = data.initial_point(n_atoms, init, bias, key=key)
+    with contextlib.closing(data), checkpointer(checkpoint_dir, checkpoint_every) as ckpt:
+        state = data.initial_state(P, cfg.memory)
         state, hist = _dl_driver.run(
             data, state, lam, mask, cfg=cfg, progress=progress, checkpoint=ckpt
         )

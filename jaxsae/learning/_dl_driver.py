@@ -26,7 +26,8 @@ import numpy as np
 
 from ..solvers._iterate import AbstractIterativeSolver, Compiled, Host, iterate
 from ..solvers._results import RESULTS
-from ._dl_steps import alternating_step, lbfgs_step, resident_trial
+from ._dl_setup import initial_point
+from ._dl_steps import alternating_step, init_state, lbfgs_step, resident_trial
 
 
 @eqx.filter_jit
@@ -53,6 +54,20 @@ class ResidentData(eqx.Module):
 
     X: jax.Array
     batched: bool = eqx.field(static=True)
+    desc: str = eqx.field(static=True, default="learn_dictionary")
+
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    def initial_point(self, n_atoms, init, bias: bool, *, key):
+        return initial_point(self.X, n_atoms, init, bias, key=key)
+
+    def initial_state(self, P, memory: int):
+        return init_state(P, self.X, memory)
+
+    def close(self):
+        pass
 
     def alternating(self, state, lam, mask, cfg):
         return _alternating(state, self.X, lam, mask, cfg.policy, cfg.free_bias, cfg.inner_steps,
@@ -100,7 +115,7 @@ class RiemannianLBFGS(_Phase):
         return state.P, state
 
 
-def run(data, state, lam, mask, *, cfg, progress: bool, checkpoint=None, desc="learn_dictionary"):
+def run(data, state, lam, mask, *, cfg, progress: bool, checkpoint=None):
     """Run both phases; returns ``(state, history dict of numpy arrays)``.
 
     ``checkpoint`` (a ``_checkpoint_dl.DLCheckpointer``) restores the newest saved
@@ -116,7 +131,9 @@ def run(data, state, lam, mask, *, cfg, progress: bool, checkpoint=None, desc="l
     done = len(hist["objective"])
     t0 = time.perf_counter() - (float(hist["time"][-1]) if done else 0.0)
     total = cfg.warm_steps + cfg.max_steps
-    bar = tqdm(total=total, initial=min(done, total), disable=not progress, desc=desc, leave=False)
+    bar = tqdm(
+        total=total, initial=min(done, total), disable=not progress, desc=data.desc, leave=False
+    )
 
     def recorder(phase, tick=True):
         def record(k, P, state):

@@ -1,6 +1,6 @@
-"""``learn_dictionary`` on streamed data: a memmap, a list of chunks, or a callable.
+"""The learner's streamed data strategy: a memmap, a list of chunks, or a callable.
 
-The same two phases as the in-memory learner (``_dl_steps``), with every
+``StreamedData`` gives ``_dl_driver``'s two phases their data, with every
 reduction over the data turned into one pass over fixed-size chunks
 (``_dl_stream_steps``), so device and host memory are bounded by the chunk size:
 
@@ -11,8 +11,8 @@ reduction over the data turned into one pass over fixed-size chunks
    atom is dead, a second pass keeps a reservoir of the K largest residuals.
 2. Riemannian L-BFGS on F: every line-search trial is one pass computing
    certified codes per chunk and the sums that give F, its envelope gradient
-   and the alignment of (A); the direction and memory updates are the
-   in-memory learner's own pure functions.
+   and the alignment of (A); the step is ``_dl_steps.lbfgs_step``, the same as
+   for resident data, with its backtracking loop on the host.
 
 Codes (N × K) live in ``CodeCache`` temporary files (the accepted point's and
 the trial's), read and written one chunk at a time.
@@ -29,13 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._streaming import DEFAULT_CHUNK, Streamed, Summed, add_trees, iter_chunks
-from .._validate import check_lam
-from ..models._dictionary import Dictionary
 from ..solvers._iterate import Host
-from ._dl_driver import run
 from ._dl_manifold import stack
 from ._dl_policy import KeepDead, ReseedDead
-from ._dl_setup import LearnerConfig, finish, init_rows, initial_point, unit_rows
+from ._dl_setup import init_rows, initial_point, unit_rows
 from ._dl_steps import _freeze, init_state, lbfgs_step
 from ._dl_stream_source import CodeCache, data_sums, describe, source_of
 from ._dl_stream_steps import (
@@ -161,10 +158,18 @@ class StreamedData:
     accepted point's and the trial's), swapped when a trial is accepted.
     Host-side (not a pytree); ``close()`` when done."""
 
-    def __init__(self, stream: Stream, n_atoms: int, dtype):
-        self.stream = stream
-        self.caches = (CodeCache(stream.chunk_size, n_atoms, dtype),
-                       CodeCache(stream.chunk_size, n_atoms, dtype))  # fmt: skip
+    desc = "learn_dictionary (streamed)"
+
+    def __init__(self, stream: Stream):
+        self.stream, self.dtype, self.caches = stream, stream.dtype, ()
+
+    def initial_point(self, n_atoms, init, bias: bool, *, key):
+        return stream_initial_point(self.stream, n_atoms, init, bias, key=key)
+
+    def initial_state(self, P, memory: int):
+        K, chunk = P.shape[0] - 1, self.stream.chunk_size
+        self.caches = (CodeCache(chunk, K, P.dtype), CodeCache(chunk, K, P.dtype))
+        return init_state(P, jnp.zeros((0, self.stream.d), P.dtype), memory)
 
     def alternating(self, state, lam, mask, cfg):
         return _alternating(self.stream, state, lam, mask, cfg, self.caches[0])
@@ -178,7 +183,7 @@ class StreamedData:
             return _set_measures(state, Pt, measures(Pt, sums, n, lam, mask, cfg.free_bias))
 
         new, accepted = lbfgs_step(state, trial, Host(), tol=jnp.asarray(cfg.tol, state.P.dtype),
-                         max_backtracks=cfg.max_backtracks, start=jnp.asarray(start))  # fmt: skip
+                                   max_backtracks=cfg.max_backtracks, start=jnp.asarray(start))  # fmt: skip
         if bool(accepted):
             self.caches = (trial_cache, current)  # the trial's codes are the new point's
         return new
@@ -188,67 +193,18 @@ class StreamedData:
             c.close()
 
 
-def run_stream(stream: Stream, P, lam, mask, *, cfg, progress: bool):
-    """Both phases over a stream; returns ``(state, history, data)``: ``data.caches[0]``
-    holds the final point's codes. The caller closes ``data``."""
-    data = StreamedData(stream, P.shape[0] - 1, P.dtype)
-    state = init_state(P, jnp.zeros((0, stream.d), P.dtype), cfg.memory)
-    try:
-        state, hist = run(data, state, lam, mask, cfg=cfg, progress=progress,
-                          desc="learn_dictionary (streamed)")  # fmt: skip
-    except BaseException:
-        data.close()
-        raise
-    return state, hist, data
-
-
-def learn_dictionary_stream(
-    X,
-    n_atoms: int,
-    lam,
-    *,
-    key,
-    init,
-    max_steps: int,
-    warm_steps: int,
-    inner_steps: int,
-    tol,
-    bias: bool,
-    memory: int,
-    dead_atoms,
-    code_tol,
-    progress: bool,
-    throw: bool,
-    checkpoint_dir,
-    chunk_size,
-) -> tuple[Dictionary, object]:
-    """``learn_dictionary`` for a memmap, a list of chunks or a callable (see its docstring)."""
+def open_streamed(X, chunk_size, dead_atoms, checkpoint_dir) -> StreamedData:
+    """The streamed strategy for ``learn_dictionary``, or one clear error for what it lacks."""
     if checkpoint_dir is not None:
         raise ValueError(
             "checkpoint_dir is not supported for streamed data (a memmap, a list of chunks or a "
             "callable). Pass checkpoint_dir=None, or load the data into memory "
             "(np.asarray(X)) to checkpoint."
         )
-    stream = open_stream(X, chunk_size)
-    lam = check_lam(lam, stream.dtype)
     if dead_atoms is not None and not isinstance(dead_atoms, KeepDead | ReseedDead):
         raise ValueError(
             "streamed learning supports dead_atoms=jaxsae.ReseedDead() (the default) or "
             f"jaxsae.KeepDead(), got {type(dead_atoms).__name__}; other policies need the whole "
             "code matrix. Load the data into memory (np.asarray(X)) to use them."
         )
-    cfg = LearnerConfig.make(
-        stream.dtype,
-        max_steps=max_steps,
-        warm_steps=warm_steps,
-        tol=tol,
-        memory=memory,
-        dead_atoms=dead_atoms,
-        bias=bias,
-        code_tol=code_tol,
-        inner_steps=inner_steps,
-    )
-    P, mask = stream_initial_point(stream, n_atoms, init, bias, key=key)
-    state, hist, data = run_stream(stream, P, lam, mask, cfg=cfg, progress=progress)
-    data.close()
-    return finish(state, hist, mask, bias, throw)
+    return StreamedData(open_stream(X, chunk_size))

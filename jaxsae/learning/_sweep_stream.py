@@ -3,7 +3,7 @@
 The in-memory sweep vmaps every run into one compiled program, which needs
 the data (and every run's N × K codes) on the device. For a memmap, a list of
 chunks or a callable, each (width, λ, seed) run is instead one streamed run
-(``_dl_stream.run_stream``) with the same initialisation as the in-memory
+(``_dl_driver.run`` on ``_dl_stream.StreamedData``) with the same initialisation as the in-memory
 sweep (``K_max`` data atoms from ``key(seed)``, width = atom mask), followed by
 one pass that tabulates its row; memory stays bounded by the chunk size. The
 chunk kernels compile once for all runs (λ and masks are arrays).
@@ -11,13 +11,16 @@ chunk kernels compile once for all runs (λ and masks are arrays).
 
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 
 from .._validate import check_lam
+from ._dl_driver import run
 from ._dl_manifold import stack
 from ._dl_setup import LearnerConfig
-from ._dl_stream import data_statistics, open_stream, run_stream, stream_data_init, stream_pass
+from ._dl_stream import StreamedData, data_statistics, open_stream, stream_data_init, stream_pass
 from ._dl_stream_steps import table_chunk
 from ._dl_sweep_result import SweepResult
 
@@ -37,13 +40,10 @@ def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_s
         atoms = stream_data_init(stream, K_max, n, b0 if bias else None, key=jax.random.key(seed))
         mask = jnp.arange(K_max) < width
         lam_a = jnp.asarray(lam, dtype)
-        state, _, data = run_stream(
-            stream, stack(atoms, b0), lam_a, mask, cfg=cfg, progress=progress
-        )
-        try:
+        with contextlib.closing(StreamedData(stream)) as data:
+            state = data.initial_state(stack(atoms, b0), cfg.memory)
+            state, _ = run(data, state, lam_a, mask, cfg=cfg, progress=progress)
             sums, _ = stream_pass(stream, table_chunk, (state.P, lam_a, mask), data.caches[0])
-        finally:
-            data.close()
         rows.append((state, mask, sums))
     state, masks, sums = jax.tree.map(lambda *a: jnp.stack([jnp.asarray(x) for x in a]), *rows)
     return tabulate(grid, state, masks, sums, n, bias, dtype)
