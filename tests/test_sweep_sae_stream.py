@@ -54,9 +54,9 @@ def test_streamed_sae_sweep_equals_in_memory(data, reference, kind, chunk, monke
     shapes = []
     train = stream._train_segment
 
-    def spy(params, opt_state, masks, lams, source, Xs, lr):
+    def spy(states, masks, lams, source, Xs, lr):
         shapes.append(Xs.shape)
-        return train(params, opt_state, masks, lams, source, Xs, lr)
+        return train(states, masks, lams, source, Xs, lr)
 
     monkeypatch.setattr(stream, "_train_segment", spy)
     res = jaxsae.sweep(src, chunk_size=chunk, **KW)

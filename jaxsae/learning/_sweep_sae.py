@@ -37,9 +37,11 @@ from .._validate import check_lam
 from ..certificates._wide import wide_bound_terms
 from ..models._activations import ReLU
 from ..models._objective import atom_first_order
+from ..models._penalties import L1
 from ..models._sae import SAE
 from ._dl_stream_source import float_dtype
 from ._dl_sweep_result import SweepResult
+from ._train_sae import LinearSchedule, TrainState, _update
 
 
 def _codes(sae: SAE, X, mask):
@@ -47,28 +49,26 @@ def _codes(sae: SAE, X, mask):
     return jnp.where(mask, jax.vmap(sae.encode)(X), 0)
 
 
-def _loss(sae: SAE, X, mask, lam):
-    Z = _codes(sae, X, mask)
-    R = X - jax.vmap(sae.decode)(Z)
-    return jnp.mean(0.5 * jnp.sum(R * R, axis=-1) + lam * jnp.sum(Z, axis=-1))
-
-
-def _init(b_dec, K_max: int, seed: int) -> SAE:
-    """One run's ReLU SAE (unit decoder rows) from ``key(seed)``; ``b_dec`` starts at the
-    data mean."""
+def _init(b_dec, K_max: int, seed: int) -> TrainState:
+    """One run's ReLU SAE (unit decoder rows) from ``key(seed)``, ``b_dec`` at the data
+    mean, and its ``train_sae`` state."""
     sae = SAE.init(
         b_dec.shape[0], K_max, ReLU(), key=jax.random.key(seed), dtype=b_dec.dtype, decoder_norm=1.0
     )
-    return eqx.tree_at(lambda s: s.b_dec, sae, b_dec)
+    sae = eqx.tree_at(lambda s: s.b_dec, sae, b_dec)
+    zeros = jnp.zeros((K_max,), jnp.int32)
+    opt_state = optax.scale_by_adam().init(eqx.filter(sae, eqx.is_inexact_array))
+    key = jax.random.key_data(jax.random.key(seed))
+    return TrainState(sae, opt_state, jnp.zeros((), jnp.int32), key, zeros, zeros)
 
 
 def _grid_arrays(grid, b_dec):
-    """Stacked initial parameters, masks ``(R, K_max)`` and λ ``(R,)`` of the grid."""
+    """Stacked initial training states, masks ``(R, K_max)`` and λ ``(R,)`` of the grid."""
     K_max = max(w for w, _, _ in grid)
-    params = jax.tree.map(lambda *a: jnp.stack(a), *[_init(b_dec, K_max, s) for _, _, s in grid])
+    states = jax.tree.map(lambda *a: jnp.stack(a), *[_init(b_dec, K_max, s) for _, _, s in grid])
     masks = jnp.asarray([[j < w for j in range(K_max)] for w, _, _ in grid])
     lams = jnp.asarray([lam for _, lam, _ in grid], b_dec.dtype)
-    return params, masks, lams
+    return states, masks, lams
 
 
 def _epoch_keys(steps: int, B: int, N: int):
@@ -76,34 +76,23 @@ def _epoch_keys(steps: int, B: int, N: int):
     return jax.random.split(jax.random.key(0), -(-steps * B // N))
 
 
-def _step(carry, Xb, masks, lams, opt):
-    """One Adam step of every run on the shared minibatch ``Xb`` ``(B, d)``."""
-
-    def one(p, s, mask, lam, Xb):
-        g = jax.grad(_loss)(p, Xb, mask, lam)
-        with jax.numpy_dtype_promotion("standard"):
-            updates, s = opt.update(g, s, p)
-        p = eqx.apply_updates(p, updates)
-        W = p.W_dec
-        return eqx.tree_at(lambda q: q.W_dec, p, W / jnp.linalg.norm(W, axis=1, keepdims=True)), s
-
-    p, s = carry
-    return jax.vmap(one, in_axes=(0, 0, 0, 0, None))(p, s, masks, lams, Xb)
-
-
 @eqx.filter_jit
-def _train_segment(params, opt_state, masks, lams, source, batches, lr):
-    """Scan the vmapped Adam step of every run over a segment of minibatches.
+def _train_segment(states, masks, lams, source, batches, lr):
+    """Scan ``train_sae``'s step (Adam at a constant ``lr``, ``L1()`` with the decoder
+    projected to unit rows), vmapped over the runs, over a segment of minibatches.
 
     ``source`` None: ``batches`` are the rows ``(S, B, d)``; else ``batches`` are row
     indices ``(S, B)`` into the resident ``source`` (gathered on the device)."""
-    opt = optax.adam(lr)
+    lr = jnp.asarray(lr, lams.dtype)
+    constant = LinearSchedule(lr, 0 * lr, 0 * lr, 0 * lr)
+    rest = (jnp.zeros((), jnp.int32), constant, optax.scale_by_adam(), L1(), None)
 
-    def step(carry, b):
+    def step(states, b):
         Xb = b if source is None else source[b]
-        return _step(carry, Xb, masks, lams, opt), None
+        one = lambda s, m, lam: _update((lam, *rest), s, Xb, mask=m)[0]  # noqa: E731
+        return jax.vmap(one)(states, masks, lams), None
 
-    return jax.lax.scan(step, (params, opt_state), batches)[0]
+    return jax.lax.scan(step, states, batches)[0]
 
 
 def _acc(x):
@@ -153,8 +142,7 @@ def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float, ch
     if int(batch_size) < 1:
         raise ValueError(f"sae_batch_size must be a positive integer, got {batch_size}.")
     stats, _, N = how.run(Summed(_stats_chunk), add_trees, (source,), (), dtype)
-    params, masks, lams = _grid_arrays(grid, (stats["xsum"] / N).astype(dtype))
-    opt_state = jax.vmap(optax.adam(lr).init)(params)
+    states, masks, lams = _grid_arrays(grid, (stats["xsum"] / N).astype(dtype))
     B = min(int(batch_size), N)
     S = steps if how.resident else max(1, min(steps, how.chunk_size // B))
     bar = _bar(progress, steps)
@@ -163,13 +151,12 @@ def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float, ch
             batches = jnp.asarray(idx)
         else:
             batches = jnp.asarray(rows.gather(idx.reshape(-1)).reshape(*idx.shape, d))
-        params, opt_state = _train_segment(
-            params, opt_state, masks, lams, source if how.resident else None, batches, lr
-        )
+        states = _train_segment(states, masks, lams, source if how.resident else None, batches, lr)
         if bar is not None:
             bar.update(idx.shape[0])
     if bar is not None:
         bar.close()
+    params = states.sae
     sums, _, _ = how.run(Summed(_table_chunk), add_trees, (source,), (params, masks, lams), dtype)
     return _tabulate(grid, params, masks, lams, sums, stats, N, tol)
 

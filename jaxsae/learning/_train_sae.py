@@ -75,9 +75,11 @@ class TrainResult(eqx.Module):
     resumed_from: int = eqx.field(static=True)
 
 
-def _loss(sae: SAE, X, lam, penalty: AbstractPenalty):
+def _loss(sae: SAE, X, lam, penalty: AbstractPenalty, mask=None):
     pre = jax.vmap(sae.pre_activation)(X)
     Z = jax.vmap(sae.activation)(pre)
+    if mask is not None:  # latents beyond a sweep run's width: zero codes, no gradient
+        Z = jnp.where(mask, Z, 0)
     X_hat = jax.vmap(sae.decode)(Z)
     rec = 0.5 * jnp.sum((X - X_hat) ** 2, axis=-1)
     pen = jax.vmap(lambda p, z: penalty(sae, p, z))(pre, Z)
@@ -102,7 +104,9 @@ def _batch_step(static, state: TrainState):
     return _update(rest, state, X)
 
 
-def _update(static, state: TrainState, X):
+def _update(static, state: TrainState, X, mask=None):
+    """One optimizer step on the minibatch ``X`` (the step ``sweep`` vmaps over its runs,
+    with ``mask`` the run's latents)."""
     lam, warmup, schedule_lr, optimizer, penalty, sharding = static
     if sharding is not None:
         # data-parallel: each device takes a slice of the batch; the SAE and the
@@ -114,7 +118,7 @@ def _update(static, state: TrainState, X):
     ramp = jnp.minimum(1, (state.step + 1).astype(X.dtype) / jnp.maximum(warmup, 1).astype(X.dtype))
     lam_t = lam * ramp
     (loss, (Z, X_hat)), grads = eqx.filter_value_and_grad(_loss, has_aux=True)(
-        state.sae, X, lam_t, penalty
+        state.sae, X, lam_t, penalty, mask
     )
     params = eqx.filter(state.sae, eqx.is_inexact_array)
     # optax mixes Python floats with int32 step counts, which strict promotion rejects.
