@@ -98,3 +98,16 @@ def check_lam(lam, dtype) -> jax.Array:
                 "λ weighs the L1 penalty (THEORY §0); an SAE loss ‖x−x̂‖² + α·Σz has λ = α/2."
             )
     return lam_arr.astype(dtype)
+
+
+def float_dtype(dtype):
+    """The working dtype for data of ``dtype`` (integers become the default float)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return jnp.dtype(dtype)
+    if dtype.kind in "iub":
+        return jnp.dtype(jnp.result_type(float))
+    raise ValueError(
+        f"X must hold real numbers, got dtype {dtype}. "
+        "Convert it with np.asarray(..., dtype=np.float32) (or float64)."
+    )

@@ -225,7 +225,7 @@ SHARDED_CHILD = textwrap.dedent(
     import jaxsae
     from jaxsae._streaming import is_streamable
     from jaxsae._sharding import data_mesh, model_mesh, replicate, shard_atoms, shard_rows, shard_sae
-        from jaxsae.certificates._second_order import second_order_dense
+    from jaxsae.certificates._second_order import second_order_dense
     assert len(jax.devices()) == 8
     mesh, mm = data_mesh(), model_mesh()
     rng = np.random.default_rng(0)

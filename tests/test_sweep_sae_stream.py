@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import jaxsae
+from jaxsae._rows import Rows  # the minibatch reader shared by train_sae and the SAE sweep
 from jaxsae.learning import _sweep_sae as stream  # private pieces: segment order and row reads
 from jaxsae.learning._sweep_sae import _epoch_keys
 
@@ -86,7 +87,7 @@ def test_gather_reads_rows_in_batch_order(data):
     X, Xm = data
     idx = np.random.default_rng(1).integers(0, N, 50)  # repeats and any order
     for src in (Xm, [X[:17], X[17:100], X[100:101], X[101:]]):
-        np.testing.assert_array_equal(stream._Rows(src).gather(idx), X[idx])
+        np.testing.assert_array_equal(Rows(src, "sweep").gather(idx), X[idx])
 
 
 def test_float32_memmap(data, tmp_path):

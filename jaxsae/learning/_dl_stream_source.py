@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._validate import float_dtype
+
 
 def source_of(X) -> Callable:
     """A zero-argument function returning a fresh iterable over the data ``X``."""
@@ -57,19 +59,6 @@ def is_stream_input(X) -> bool:
     if isinstance(X, np.ndarray) and not isinstance(X, np.memmap):
         return False
     return is_streamable(X) or (callable(X) and not hasattr(X, "shape"))
-
-
-def float_dtype(dtype):
-    """The working dtype for data of ``dtype`` (integers become the default float)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return jnp.dtype(dtype)
-    if dtype.kind in "iub":
-        return jnp.dtype(jnp.result_type(float))
-    raise ValueError(
-        f"X must hold real numbers, got dtype {dtype}. "
-        "Convert it with np.asarray(..., dtype=np.float32) (or float64)."
-    )
 
 
 def describe(source) -> tuple[int, object]:

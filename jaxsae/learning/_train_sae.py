@@ -25,8 +25,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool, Int, PyTree
 
+from .._rows import Rows
 from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
-from .._streaming import _page_release
 from .._validate import as_float_array, check_finite
 from ..io._checkpoint import (
     data_fingerprint,
@@ -312,7 +312,7 @@ def train_sae(
         fire_count=jnp.zeros((sae.d_sae,), jnp.int32),
     )
     train_kw = dict(
-        mesh=mesh, on_host=on_host, lam=lam, l1_warmup_steps=l1_warmup_steps,
+        mesh=mesh, lam=lam, l1_warmup_steps=l1_warmup_steps,
         schedule_lr=schedule_lr, optimizer=optimizer, penalty=penalty, steps=steps,
         batch_size=batch_size, log_every=log_every, dead_after=dead_after,
         dense_threshold=dense_threshold, checkpoint_every=checkpoint_every, progress=progress,
@@ -320,8 +320,9 @@ def train_sae(
     fingerprint = _fingerprint(
         sae, data, state, lam, penalty, optimizer, schedule_lr, batch_size, steps, l1_warmup_steps
     )
+    batches = _HostBatches(data, sae.dtype) if on_host else _DeviceBatches(data)
     if checkpoint_dir is None:
-        return _train(state, data, fingerprint, None, 0, [], **train_kw)
+        return _train(state, batches, fingerprint, None, 0, [], **train_kw)
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     with RunLock(checkpoint_dir, "checkpoint_dir"):  # one process per checkpoint folder
         history: list[dict] = []
@@ -334,7 +335,7 @@ def train_sae(
                     "data, key and settings, or use an empty checkpoint_dir for a new run."
                 )
             start, history = int(meta["step"]), meta["history"]
-        return _train(state, data, fingerprint, checkpoint_dir, start, history, **train_kw)
+        return _train(state, batches, fingerprint, checkpoint_dir, start, history, **train_kw)
 
 
 def _fingerprint(sae, data, state, lam, penalty, optimizer, schedule, batch_size, steps, l1_warmup):
@@ -355,7 +356,7 @@ def _fingerprint(sae, data, state, lam, penalty, optimizer, schedule, batch_size
     }  # fmt: skip
 
 
-def _train(state, data, fingerprint, checkpoint_dir, start, history, *, mesh, on_host, lam,
+def _train(state, data, fingerprint, checkpoint_dir, start, history, *, mesh, lam,
            l1_warmup_steps, schedule_lr, optimizer, penalty, steps, batch_size, log_every,
            dead_after, dense_threshold, checkpoint_every, progress) -> TrainResult:  # fmt: skip
     state = jax.tree.map(lambda a: jnp.array(a, copy=True) if eqx.is_array(a) else a, state)
@@ -363,8 +364,7 @@ def _train(state, data, fingerprint, checkpoint_dir, start, history, *, mesh, on
     if mesh is not None:
         sharding = NamedSharding(mesh, PartitionSpec("data", None))
         state = replicate(state, mesh)
-        if not on_host and data.sharding.device_set != set(mesh.devices.flat):
-            data = replicate(data, mesh)
+        data = data.on(mesh)
     warmup = jnp.asarray(l1_warmup_steps, jnp.int32)
     rest = (lam, warmup, schedule_lr, optimizer, penalty, sharding)
     out = _run(state, data, rest, start, steps, batch_size,
@@ -387,7 +387,7 @@ def _run(state, data, rest, start, steps, B, log_every, dead_after,
 
     N = data.shape[0]
     per_epoch = N // B
-    epoch, perm, offset = None, None, None
+    epoch, perm = None, None
     since_log = start % log_every
     with tqdm(
         total=steps, initial=start, disable=not progress, desc="train_sae", unit="step"
@@ -395,15 +395,8 @@ def _run(state, data, rest, start, steps, B, log_every, dead_after,
         for step in range(start, steps):
             if step // per_epoch != epoch:
                 epoch = step // per_epoch
-                perm = _epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B)
-                offset = jnp.asarray(epoch * per_epoch, jnp.int32)
-                if isinstance(data, np.memmap):
-                    perm = np.asarray(perm)
-            if isinstance(data, np.memmap):
-                X = _host_batch(data, perm[step - epoch * per_epoch], rest)
-                state, metrics = _train_batch_step((X, *rest), state)
-            else:
-                state, metrics = _train_step((data, perm, offset, *rest), state)
+                perm = data.epoch(_epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B))
+            state, metrics = data.step(state, perm, step, epoch * per_epoch, rest)
             since_log += 1
             done = step + 1
             if done % log_every == 0 or done == steps:
@@ -422,19 +415,45 @@ def _run(state, data, rest, start, steps, B, log_every, dead_after,
     return state, history
 
 
-def _host_batch(data: np.memmap, idx: np.ndarray, rest):
-    """``data[idx]`` read from the memmap in sorted row order, on the training device(s)."""
-    order = np.argsort(idx)
-    rows = np.take(data, idx[order], axis=0)
-    # drop the mapped pages just read, so the resident set does not grow to the file
-    _page_release(data)([data[i] for i in idx[order]])
-    X = np.empty_like(rows)
-    X[order] = rows
-    dtype, sharding = rest[0].dtype, rest[-1]
-    X = X.astype(dtype, copy=False)
-    if not np.all(np.isfinite(X)):
-        raise ValueError(
-            "data holds NaN or inf values (found in a minibatch read from the memmap). "
-            "Clean or drop those rows before training."
-        )
-    return jnp.asarray(X) if sharding is None else jax.device_put(X, sharding)
+class _DeviceBatches:
+    """Data on the device: each minibatch is gathered inside the compiled step."""
+
+    def __init__(self, data):
+        self.data, self.shape = data, data.shape
+
+    def on(self, mesh):
+        if self.data.sharding.device_set != set(mesh.devices.flat):
+            self.data = replicate(self.data, mesh)
+        return self
+
+    def epoch(self, perm):
+        return perm
+
+    def step(self, state, perm, step: int, offset: int, rest):
+        del step  # the compiled step indexes perm by state.step
+        return _train_step((self.data, perm, jnp.asarray(offset, jnp.int32), *rest), state)
+
+
+class _HostBatches:
+    """Data in a memmap: each minibatch is read on the host (``Rows.gather``: sorted
+    reads, pages dropped) and checked for NaN/inf before it goes to the device(s)."""
+
+    def __init__(self, data: np.memmap, dtype):
+        self.rows, self.shape, self.dtype = Rows(data, "train_sae"), data.shape, dtype
+
+    def on(self, mesh):
+        return self  # each batch is placed on the mesh as it is read
+
+    def epoch(self, perm):
+        return np.asarray(perm)
+
+    def step(self, state, perm, step: int, offset: int, rest):
+        X = self.rows.gather(perm[step - offset]).astype(self.dtype, copy=False)
+        if not np.all(np.isfinite(X)):
+            raise ValueError(
+                "data holds NaN or inf values (found in a minibatch read from the memmap). "
+                "Clean or drop those rows before training."
+            )
+        sharding = rest[-1]
+        X = jnp.asarray(X) if sharding is None else jax.device_put(X, sharding)
+        return _train_batch_step((X, *rest), state)
