@@ -18,7 +18,7 @@ from ._validate import float_dtype
 class Rows:
     """Random access to the rows of a memmap ``(N, d)`` or a list of ``(n_i, d)`` chunks."""
 
-    def __init__(self, X, who: str):
+    def __init__(self, X, who: str, dtype=None):
         if not isinstance(X, np.ndarray | list | tuple):
             raise ValueError(
                 f"{who} draws random minibatches, so streamed data needs random "
@@ -42,7 +42,9 @@ class Rows:
         self.n = int(self.offsets[-1])
         if self.n == 0:
             raise ValueError("the data is empty (0 points). Pass at least one data point.")
-        dtype = float_dtype(np.result_type(*[np.dtype(p.dtype) for p in pieces]))
+        if dtype is None:
+            dtype = np.result_type(*[np.dtype(p.dtype) for p in pieces])
+        dtype = float_dtype(dtype)
         self.dtype = jnp.dtype(jax.dtypes.canonicalize_dtype(dtype))
         self.source = X
 

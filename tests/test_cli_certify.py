@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -133,6 +134,36 @@ def test_certify_streams_a_memmap_from_the_command_line(files, monkeypatch, caps
     assert cert["summary"]["atom_alignment_max"] == pytest.approx(
         float(np.max(np.asarray(whole.atom_alignment))), rel=1e-9
     )
+
+
+
+def test_train_dictionary_and_sweep_stream_a_memmap_from_the_command_line(files, monkeypatch):
+    """``jaxsae train --dictionary`` and ``jaxsae sweep`` pass the memory map itself (the
+    streamed learner, in float64), and the dictionary is the in-memory run's."""
+    tmp, X, _ = files
+    seen = {}
+    real_learn, real_sweep = jaxsae.learn_dictionary, jaxsae.sweep
+
+    def learn(data, *a, **kw):
+        seen["learn"] = (type(data), kw.get("dtype"))
+        return real_learn(data, *a, **kw)
+
+    def sweep(data, **kw):
+        seen["sweep"] = (type(data), kw.get("dtype"))
+        return real_sweep(data, **kw)
+
+    monkeypatch.setattr(jaxsae, "learn_dictionary", learn)
+    monkeypatch.setattr(jaxsae, "sweep", sweep)
+    data, out = str(tmp / "X.npy"), str(tmp / "learned.safetensors")
+    argv = ["train", "--data", data, "--dictionary", "--width", "3", "--lam", str(LAM)]
+    assert main([*argv, "--steps", "30", "--out", out, "--quiet"]) == 0
+    assert seen["learn"] == (np.memmap, jnp.float64)
+    D = jaxsae.load_dictionary(out)
+    ref, _ = real_learn(jnp.asarray(X), 3, LAM, key=jax.random.key(0), max_steps=30, progress=False)
+    np.testing.assert_allclose(np.asarray(D.atoms), np.asarray(ref.atoms), atol=1e-8)
+    argv = ["sweep", "--data", data, "--widths", "2", "--lams", str(LAM), "--max-steps", "5"]
+    assert main([*argv, "--out", str(tmp / "sw"), "--quiet"]) == 0
+    assert seen["sweep"] == (np.memmap, jnp.float64)
 
 
 @pytest.mark.slow

@@ -226,6 +226,21 @@ def test_streamed_sweep_equals_in_memory_sweep(data):
     np.testing.assert_allclose(np.asarray(res.atoms), np.asarray(ref.atoms), atol=1e-7)
 
 
+def test_float32_memmap_learned_in_float64_matches_the_float64_run(data, tmp_path):
+    """``dtype=float64`` on a float32 memmap: every chunk is cast as it is read, so the run
+    is the in-memory float64 run on the same (float32-rounded) numbers."""
+    X, _, init = data
+    X32 = np.asarray(X, np.float32)
+    np.save(tmp_path / "x32.npy", X32)
+    Xm = np.load(tmp_path / "x32.npy", mmap_mode="r")
+    D0, h0 = _learn(jnp.asarray(X32, jnp.float64), init)
+    D1, h1 = _learn(Xm, init, dtype=jnp.float64)
+    assert D1.dtype == jnp.float64 and h1.objective.dtype == jnp.float64
+    assert bool(h1.converged)
+    np.testing.assert_allclose(np.asarray(D1.atoms), np.asarray(D0.atoms), atol=1e-8)
+    assert abs(float(h1.objective[-1]) - float(h0.objective[-1])) <= 1e-12
+
+
 @pytest.mark.slow
 def test_float32_stream_matches_in_memory(data):
     X, _, init = data

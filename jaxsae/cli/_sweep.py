@@ -67,8 +67,7 @@ def run(args) -> int:
     widths = _list(args.widths, int, "widths")
     lams = _list(args.lams, float, "lams")
     seeds = _list(args.seeds, int, "seeds")
-    X = np.asarray(jaxsae.load_array(args.data, key=args.key))
-    X = jnp.asarray(X, jnp.float32 if args.float32 else jnp.float64)
+    X = jaxsae.load_array(args.data, key=args.key)  # a .npy memmap is streamed from disk
     if args.method == "sae":
         tol = 1e-6 if args.tol is None else args.tol
         learner = jaxsae.SAETrainer(steps=args.sae_steps, tol=tol)
@@ -85,6 +84,7 @@ def run(args) -> int:
         seeds=seeds,
         learner=learner,
         progress=not args.quiet,
+        dtype=jnp.float32 if args.float32 else jnp.float64,
     )
     res.to_json(out / "sweep.json")
     res.to_csv(out / "sweep.csv")

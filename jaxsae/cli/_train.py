@@ -34,7 +34,8 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--checkpoint-dir",
         default=None,
-        help="checkpoint here and resume from it (SAE or dictionary)",
+        help="checkpoint here and resume from it (SAE or dictionary; a dictionary with "
+        "checkpoints is learned in memory, without them a .npy is streamed from disk)",
     )
     p.add_argument(
         "--out", required=True, help="output: SAE folder, or dictionary .safetensors file"
@@ -60,9 +61,12 @@ def run(args) -> int:
     if needs_lam and args.lam is None:
         raise ValueError("--lam is required (λ > 0, THEORY §0) for this model.")
     if args.dictionary:
-        D, hist = jaxsae.learn_dictionary(
-            jnp.asarray(np.asarray(X), dtype), args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
+        if args.checkpoint_dir is not None:  # checkpoints need the data in memory
+            X = np.asarray(X)
+        D, hist = jaxsae.learn_dictionary(  # a .npy memmap is streamed chunk by chunk
+            X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
             checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
+            dtype=dtype,
         )  # fmt: skip
         jaxsae.save_dictionary(D, args.out)
         print(

@@ -37,6 +37,7 @@ def learn_dictionary(
     checkpoint_dir=None,
     checkpoint_every: int = 50,
     chunk_size: int | None = None,
+    dtype=None,
 ) -> tuple[Dictionary, DictionaryHistory]:
     """Learn a dictionary solving the joint problem of THEORY §0 to a first-order tolerance.
 
@@ -94,6 +95,8 @@ def learn_dictionary(
         checkpoint_every: steps between checkpoints.
         chunk_size: points per chunk for streamed data (default 8192); ignored for
             in-memory arrays.
+        dtype: the working dtype (default: the data's). A memmap of float32 data is
+            learned in float64 with ``dtype=jnp.float64``, each chunk cast as it is read.
 
     Streamed data. ``X`` may also be a ``numpy.memmap``, a list of ``(n_i, d)``
     chunks, or a zero-argument callable returning a fresh iterable of chunks
@@ -117,9 +120,9 @@ def learn_dictionary(
         >>> float(hist.grad_norm[-1]), float(hist.alignment[-1])   # ≤ 1e-10 in float64
     """
     if is_stream_input(X):
-        data = open_streamed(X, chunk_size, dead_atoms, checkpoint_dir)
+        data = open_streamed(X, chunk_size, dead_atoms, checkpoint_dir, dtype)
     else:
-        X = as_float_array(X, "X")
+        X = as_float_array(X, "X", dtype=dtype)
         check_rank(X, 2, "X", "(N, d): one data point per row")
         data = _dl_driver.ResidentData(check_data(X, X.shape[1], X.dtype), batched=False)
     lam = check_lam(lam, data.dtype)

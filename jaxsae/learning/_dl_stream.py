@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._streaming import DEFAULT_CHUNK, Streamed, Summed, add_trees, iter_chunks
+from .._validate import float_dtype
 from ..solvers._iterate import Host
 from ._dl_manifold import stack
 from ._dl_policy import KeepDead, ReseedDead
@@ -63,13 +64,15 @@ class Stream:
         return how.run(fn, combine, data, args, self.dtype, widths, sink=sink)
 
 
-def open_stream(X, chunk_size) -> Stream:
+def open_stream(X, chunk_size, dtype=None) -> Stream:
+    """``X`` as a re-readable stream; ``dtype``: the working dtype (default the data's;
+    chunks are cast as they are read)."""
     source = source_of(X)
     chunk_size = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
-    d, dtype = describe(source)
-    return Stream(source, chunk_size, d, dtype)
+    d, own = describe(source)
+    return Stream(source, chunk_size, d, own if dtype is None else float_dtype(dtype))
 
 
 class _Kernel(eqx.Module):
@@ -193,7 +196,7 @@ class StreamedData:
             c.close()
 
 
-def open_streamed(X, chunk_size, dead_atoms, checkpoint_dir) -> StreamedData:
+def open_streamed(X, chunk_size, dead_atoms, checkpoint_dir, dtype=None) -> StreamedData:
     """The streamed strategy for ``learn_dictionary``, or one clear error for what it lacks."""
     if checkpoint_dir is not None:
         raise ValueError(
@@ -207,4 +210,4 @@ def open_streamed(X, chunk_size, dead_atoms, checkpoint_dir) -> StreamedData:
             f"jaxsae.KeepDead(), got {type(dead_atoms).__name__}; other policies need the whole "
             "code matrix. Load the data into memory (np.asarray(X)) to use them."
         )
-    return StreamedData(open_stream(X, chunk_size))
+    return StreamedData(open_stream(X, chunk_size, dtype))

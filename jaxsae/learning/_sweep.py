@@ -54,7 +54,7 @@ class AbstractLearner(eqx.Module):
 
     @abc.abstractmethod
     def learn(self, X, grid, *, streamed: bool, progress: bool, checkpoint_dir,
-              checkpoint_every: int, chunk_size) -> SweepResult: ...  # fmt: skip
+              checkpoint_every: int, chunk_size, dtype) -> SweepResult: ...  # fmt: skip
 
 
 class DictionaryLearner(AbstractLearner):
@@ -76,7 +76,7 @@ class DictionaryLearner(AbstractLearner):
     memory: int = 10
 
     def learn(self, X, grid, *, streamed, progress, checkpoint_dir, checkpoint_every,
-              chunk_size):  # fmt: skip
+              chunk_size, dtype):  # fmt: skip
         cfg_args = dict(
             max_steps=self.max_steps, warm_steps=self.warm_steps, inner_steps=self.inner_steps,
             tol=self.tol, memory=self.memory,
@@ -84,7 +84,7 @@ class DictionaryLearner(AbstractLearner):
         if streamed:
             return sweep_stream(
                 X, grid=grid, cfg_args=cfg_args, bias=self.bias, progress=progress,
-                chunk_size=chunk_size,
+                chunk_size=chunk_size, dtype=dtype,
             )  # fmt: skip
         return _sweep_resident(
             X, grid, LearnerConfig.make(
@@ -108,13 +108,14 @@ class SAETrainer(AbstractLearner):
     tol: float = 1e-6
 
     def learn(self, X, grid, *, streamed, progress, checkpoint_dir, checkpoint_every,
-              chunk_size):  # fmt: skip
+              chunk_size, dtype):  # fmt: skip
         del checkpoint_every
         if checkpoint_dir is not None:
             raise ValueError("the SAE sweep does not checkpoint; drop checkpoint_dir.")
         return sweep_sae(
             X, grid, steps=int(self.steps), batch_size=int(self.batch_size), lr=float(self.lr),
             tol=float(self.tol), chunk_size=chunk_size, progress=progress, streamed=streamed,
+            dtype=dtype,
         )  # fmt: skip
 
 
@@ -129,6 +130,7 @@ def sweep(
     checkpoint_dir=None,
     checkpoint_every: int = 50,
     chunk_size: int | None = None,
+    dtype=None,
 ) -> SweepResult:
     """Learn every (width, λ, seed) at once and tabulate the results.
 
@@ -148,6 +150,8 @@ def sweep(
             memory): all runs are checkpointed together and a repeated call resumes.
         chunk_size: points per chunk for streamed data (default 8192); for SAEs also
             the rows per training segment (≥ one minibatch).
+        dtype: the working dtype (default: the data's); streamed chunks are cast as
+            they are read.
 
     Returns:
         A ``SweepResult``: per run the objective, the wide-limit bound F_∞ of (W)
@@ -179,14 +183,14 @@ def sweep(
             "Drop checkpoint_dir, or load the data into memory (np.asarray(X)) for checkpoints."
         )
     if not streamed:
-        X = as_float_array(X, "X")
+        X = as_float_array(X, "X", dtype=dtype)
         check_rank(X, 2, "X", "(N, d): one data point per row")
         X = check_data(X, X.shape[1], X.dtype)
         for _, lam, _ in grid:
             check_lam(lam, X.dtype)
     return learner.learn(
         X, grid, streamed=streamed, progress=progress, checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every, chunk_size=chunk_size,
+        checkpoint_every=checkpoint_every, chunk_size=chunk_size, dtype=dtype,
     )  # fmt: skip
 
 

@@ -125,12 +125,12 @@ def _table_chunk(Xc, valid, params, masks, lams):
 
 
 def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float, chunk_size=None,
-              progress: bool = False, streamed: bool = False) -> SweepResult:  # fmt: skip
+              progress: bool = False, streamed: bool = False, dtype=None) -> SweepResult:  # fmt: skip
     """Train the SAE grid ``[(width, λ, seed), ...]`` on ``X`` and tabulate it (module doc).
 
     ``X``: a validated array, or (``streamed``) a memmap / list of chunks."""
     if streamed:
-        rows = Rows(X, "sweep(learner=SAETrainer())")  # random access to rows, or one clear error
+        rows = Rows(X, "sweep(learner=SAETrainer())", dtype)  # random access, or one clear error
         source, dtype, d = rows.source, rows.dtype, rows.d
         chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
         how = Streamed(chunk, desc="sweep (sae)")

@@ -25,9 +25,10 @@ from ._dl_stream_steps import table_chunk
 from ._dl_sweep_result import SweepResult
 
 
-def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_size) -> SweepResult:
+def sweep_stream(X, *, grid, cfg_args: dict, bias: bool, progress: bool, chunk_size,
+                 dtype=None) -> SweepResult:  # fmt: skip
     """The grid ``[(width, λ, seed), ...]`` over streamed ``X``; see ``sweep``."""
-    stream = open_stream(X, chunk_size)
+    stream = open_stream(X, chunk_size, dtype)
     dtype = stream.dtype
     for _, lam, _ in grid:
         check_lam(lam, dtype)
