@@ -136,7 +136,6 @@ def test_certify_streams_a_memmap_from_the_command_line(files, monkeypatch, caps
     )
 
 
-
 def test_train_dictionary_and_sweep_stream_a_memmap_from_the_command_line(files, monkeypatch):
     """``jaxsae train --dictionary`` and ``jaxsae sweep`` pass the memory map itself (the
     streamed learner, in float64), and the dictionary is the in-memory run's."""
