@@ -13,7 +13,6 @@ and the metric history.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from pathlib import Path
 
@@ -185,10 +184,9 @@ class LinearSchedule(eqx.Module):
         return self.lr * warm * cool
 
 
-@functools.lru_cache(maxsize=1)
-def _adam():
-    # One shared object, so every default run reuses the same compiled step.
-    return optax.scale_by_adam()
+# The default optimizer, one object: optax transformations compare by identity, so every
+# default run reuses the same compiled step.
+_ADAM = optax.scale_by_adam()
 
 
 def _key_data(key):
@@ -300,7 +298,7 @@ def train_sae(
         sdtype = jnp.float64 if sae.dtype == jnp.float64 else jnp.float32
         f = lambda v: jnp.asarray(v, sdtype)  # noqa: E731
         schedule_lr = LinearSchedule(f(lr), f(lr_warmup_steps), f(steps), f(lr_decay_steps))
-        optimizer = _adam()
+        optimizer = _ADAM
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
     state = TrainState(
