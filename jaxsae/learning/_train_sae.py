@@ -261,54 +261,22 @@ def train_sae(
         raise ValueError(
             f"sae must be a jaxsae.SAE (use jaxsae.SAE.init), got {type(sae).__name__}."
         )
-    on_host = isinstance(data, np.memmap)
-    if on_host and np.dtype(data.dtype).kind not in "fiub":
-        raise ValueError(f"data must hold real numbers, got dtype {data.dtype}.")
-    if not on_host:
-        data = as_float_array(data, "data")
-    if data.ndim != 2 or data.shape[1] != sae.d_in:
-        raise ValueError(
-            f"data must have shape (N, {sae.d_in}) to match the SAE's d_in, got {data.shape}."
-        )
-    if not on_host:  # a memmap's batches are checked as they are read
-        data = data.astype(sae.dtype)
-        check_finite(data, "data")
-    N = data.shape[0]
-    if not 1 <= batch_size <= N:
-        raise ValueError(f"batch_size must be between 1 and N = {N}, got {batch_size}.")
-    mesh = resolve_data_mesh(mesh, sae, None if on_host else data)
-    mesh = None if mesh is None or mesh.devices.size == 1 else mesh
-    check_batch_divisible(batch_size, mesh, "batch_size", "pass mesh=False to train on one device")
+    data, batches = _batches(sae, data)
+    mesh = _mesh(mesh, sae, batches, batch_size)
     if steps < 0 or log_every < 1:
         raise ValueError(
             f"steps must be ≥ 0 and log_every ≥ 1, got steps={steps}, log_every={log_every}."
         )
-    penalty = default_penalty(sae.activation) if penalty is None else penalty
-    if not penalty.needs_lam:
-        lam = 0.0 if lam is None else lam
-    elif lam is None:
-        raise ValueError(
-            f"{type(penalty).__name__}() needs lam=... (the weight of the sparsity penalty)."
-        )
-    lam = jnp.asarray(lam, sae.dtype)
+    penalty, lam = _penalty_and_lam(sae, penalty, lam)
     if checkpoint_dir is not None and (checkpoint_every is None or checkpoint_every < 1):
         raise ValueError("checkpoint_dir needs checkpoint_every=N (a positive number of steps).")
-    schedule_lr = None
-    if optimizer is None:
-        sdtype = jnp.float64 if sae.dtype == jnp.float64 else jnp.float32
-        f = lambda v: jnp.asarray(v, sdtype)  # noqa: E731
-        schedule_lr = LinearSchedule(f(lr), f(lr_warmup_steps), f(steps), f(lr_decay_steps))
-        optimizer = _ADAM
+    optimizer, schedule_lr = _optimizer(optimizer, sae.dtype, lr, lr_warmup_steps, steps,
+                                        lr_decay_steps)  # fmt: skip
     if penalty.unit_decoder:
         sae = _unit_rows(sae)
-    state = TrainState(
-        sae=sae,
-        opt_state=optimizer.init(eqx.filter(sae, eqx.is_inexact_array)),
-        step=jnp.zeros((), jnp.int32),
-        key=_key_data(key),
-        since_fired=jnp.zeros((sae.d_sae,), jnp.int32),
-        fire_count=jnp.zeros((sae.d_sae,), jnp.int32),
-    )
+    zeros = jnp.zeros((sae.d_sae,), jnp.int32)
+    opt_state = optimizer.init(eqx.filter(sae, eqx.is_inexact_array))
+    state = TrainState(sae, opt_state, jnp.zeros((), jnp.int32), _key_data(key), zeros, zeros)
     train_kw = dict(
         mesh=mesh, lam=lam, l1_warmup_steps=l1_warmup_steps,
         schedule_lr=schedule_lr, optimizer=optimizer, penalty=penalty, steps=steps,
@@ -318,22 +286,76 @@ def train_sae(
     fingerprint = _fingerprint(
         sae, data, state, lam, penalty, optimizer, schedule_lr, batch_size, steps, l1_warmup_steps
     )
-    batches = _HostBatches(data, sae.dtype) if on_host else _DeviceBatches(data)
     if checkpoint_dir is None:
         return _train(state, batches, fingerprint, None, 0, [], **train_kw)
     Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
     with RunLock(checkpoint_dir, "checkpoint_dir"):  # one process per checkpoint folder
-        history: list[dict] = []
-        start = 0
-        if (folder := latest_checkpoint(checkpoint_dir)) is not None:
-            state, meta = load_checkpoint(folder, state)
-            if (why := fingerprint_mismatch(meta.get("fingerprint"), fingerprint)) is not None:
-                raise ValueError(
-                    f"checkpoint {folder} was made by another run ({why}). Resume with the same "
-                    "data, key and settings, or use an empty checkpoint_dir for a new run."
-                )
-            start, history = int(meta["step"]), meta["history"]
+        state, start, history = _resume(checkpoint_dir, state, fingerprint)
         return _train(state, batches, fingerprint, checkpoint_dir, start, history, **train_kw)
+
+
+def _batches(sae: SAE, data):
+    """The validated data and where its minibatches come from (a memmap's batches are
+    checked for NaN/inf as they are read; an array is checked once, on the device)."""
+    on_host = isinstance(data, np.memmap)
+    if on_host and np.dtype(data.dtype).kind not in "fiub":
+        raise ValueError(f"data must hold real numbers, got dtype {data.dtype}.")
+    if not on_host:
+        data = as_float_array(data, "data")
+    if data.ndim != 2 or data.shape[1] != sae.d_in:
+        raise ValueError(
+            f"data must have shape (N, {sae.d_in}) to match the SAE's d_in, got {data.shape}."
+        )
+    if on_host:
+        return data, _HostBatches(data, sae.dtype)
+    data = data.astype(sae.dtype)
+    check_finite(data, "data")
+    return data, _DeviceBatches(data)
+
+
+def _mesh(mesh, sae: SAE, batches, batch_size: int):
+    """The data-parallel mesh (``None``: one device), with ``batch_size`` checked for it."""
+    N = batches.shape[0]
+    if not 1 <= batch_size <= N:
+        raise ValueError(f"batch_size must be between 1 and N = {N}, got {batch_size}.")
+    mesh = resolve_data_mesh(mesh, sae, batches.resident)
+    mesh = None if mesh is None or mesh.devices.size == 1 else mesh
+    check_batch_divisible(batch_size, mesh, "batch_size", "pass mesh=False to train on one device")
+    return mesh
+
+
+def _penalty_and_lam(sae: SAE, penalty, lam):
+    penalty = default_penalty(sae.activation) if penalty is None else penalty
+    if not penalty.needs_lam:
+        lam = 0.0 if lam is None else lam
+    elif lam is None:
+        raise ValueError(
+            f"{type(penalty).__name__}() needs lam=... (the weight of the sparsity penalty)."
+        )
+    return penalty, jnp.asarray(lam, sae.dtype)
+
+
+def _optimizer(optimizer, dtype, lr, warmup, steps, decay):
+    """``(optimizer, schedule)``: the default is Adam on a ``LinearSchedule`` (arrays, so
+    a new rate or length never recompiles); a given optax transformation has none."""
+    if optimizer is not None:
+        return optimizer, None
+    sdtype = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    f = lambda v: jnp.asarray(v, sdtype)  # noqa: E731
+    return _ADAM, LinearSchedule(f(lr), f(warmup), f(steps), f(decay))
+
+
+def _resume(checkpoint_dir, state, fingerprint):
+    """``(state, start step, history)`` from the newest checkpoint, or a fresh start."""
+    if (folder := latest_checkpoint(checkpoint_dir)) is None:
+        return state, 0, []
+    state, meta = load_checkpoint(folder, state)
+    if (why := fingerprint_mismatch(meta.get("fingerprint"), fingerprint)) is not None:
+        raise ValueError(
+            f"checkpoint {folder} was made by another run ({why}). Resume with the same "
+            "data, key and settings, or use an empty checkpoint_dir for a new run."
+        )
+    return state, int(meta["step"]), meta["history"]
 
 
 def _fingerprint(sae, data, state, lam, penalty, optimizer, schedule, batch_size, steps, l1_warmup):
@@ -417,7 +439,7 @@ class _DeviceBatches:
     """Data on the device: each minibatch is gathered inside the compiled step."""
 
     def __init__(self, data):
-        self.data, self.shape = data, data.shape
+        self.data, self.shape, self.resident = data, data.shape, data
 
     def on(self, mesh):
         if self.data.sharding.device_set != set(mesh.devices.flat):
@@ -438,6 +460,7 @@ class _HostBatches:
 
     def __init__(self, data: np.memmap, dtype):
         self.rows, self.shape, self.dtype = Rows(data, "train_sae"), data.shape, dtype
+        self.resident = None  # nothing on a device to take a mesh from
 
     def on(self, mesh):
         return self  # each batch is placed on the mesh as it is read
