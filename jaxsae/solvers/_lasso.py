@@ -34,6 +34,7 @@ from ._active_set import polish
 from ._bcd import bcd, block_lipschitz
 from ._homotopy import homotopy as jax_homotopy
 from ._implicit import implicit_codes
+from ._iterate import AbstractIterativeSolver, iterate
 from ._kkt import kkt_from_parts
 from ._lars_ffi import available as path_available, lars
 from ._results import RESULTS
@@ -149,6 +150,54 @@ def _threshold(Yc, tol):
     return tol * 0.5 * jnp.sum(Yc * Yc, axis=1) + jnp.finfo(Yc.dtype).tiny
 
 
+class _GatheredRounds(AbstractIterativeSolver):
+    """The rounds after the first: each solves a fixed-size batch of ``M`` points not yet
+    certified (gathered, solved in the working dtype with a doubled candidate cap,
+    scattered back). The iterate is the codes ``Z``; the state is the BCD iterate, the
+    gaps, the KKT residuals, the rounds per point and the round counter ``k``."""
+
+    P: _Problem
+    Yc: Array
+    B: Array
+    thresh: Array
+    M: int = eqx.field(static=True)
+    cap: int = eqx.field(static=True)
+
+    def init(self, Z, args):
+        raise NotImplementedError("the gathered rounds start from the first round's state")
+
+    def step(self, Z, state, args):
+        Zit, gap, kkt, steps, k = state
+        N = Z.shape[0]
+        # Rotate the starting point so that slow points cannot starve the others.
+        off = (k * self.M) % N
+        nz = jnp.nonzero(jnp.roll(~(gap <= self.thresh), -off), size=self.M, fill_value=N)[0]
+        sel = jnp.where(nz < N, (nz + off.astype(nz.dtype)) % N, N)
+        t = jnp.minimum(sel, N - 1)
+        pdas = (0, 4 * self.P.cfg.pdas_iter)
+        out = _round(self.P, Zit[t], Z[t], gap[t], kkt[t], self.Yc[t], self.B[t], self.Yc.dtype,
+                     self.cap, pdas, eval_bcd=True)  # fmt: skip
+        put = dict(mode="drop", unique_indices=True)
+        Zit, Z, gap, kkt = (a.at[sel].set(o, **put) for a, o in zip((Zit, Z, gap, kkt), out))
+        return Z, (Zit, gap, kkt, steps.at[sel].add(1, **put), k + 1)
+
+    def terminate(self, Z, state, args):
+        return jnp.all(state[1] <= self.thresh), RESULTS.successful
+
+
+def _path_start(P: _Problem, Yc, B, Z0, tol, cold: bool, path):
+    """The exact homotopy for every point its warm start leaves uncertified."""
+    N, K = Yc.shape[0], P.atoms.shape[0]
+    rank = min(K, Yc.shape[1])
+    warm = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
+    if cold:
+        todo = jnp.ones((N,), bool)
+    else:
+        todo = ~(_evaluate(P.atoms, Yc, warm, P.lam, P.mask).gap <= _threshold(Yc, tol))
+    Zp, _, _ = path(B, P.G, P.mask, todo, P.lam, cap=rank, max_steps=8 * rank + 64)
+    return jnp.where(todo[:, None], Zp, warm)
+
+
 def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
     """Certified codes for a block of points.
 
@@ -157,27 +206,17 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
     every point exactly (``_lars.cc``), the duality gap certifies each, and only the
     points it leaves uncertified go on to the gathered rounds below. Without it,
     round 1 runs on every point, identifying supports in float32 (for float64
-    problems) and solving once exactly on them. Later rounds run in the working
-    dtype, with a doubled candidate cap, on a fixed-size batch of the points not
-    yet certified (gathered, solved, scattered back) until every point is
-    certified or ``max_steps`` rounds have run.
+    problems) and solving once exactly on them. Later rounds (``_GatheredRounds`` on
+    the shared driver) run until every point is certified or ``max_steps`` rounds
+    have run.
     """
     dtype, N, K = Yc.dtype, Yc.shape[0], P.atoms.shape[0]
-    cap, pdas_iter = P.cfg.cap, P.cfg.pdas_iter
     ident = jnp.float32 if jnp.dtype(dtype).itemsize > 4 else dtype
     # float32 identification: 3 PDAS solves in float32, then 1 exact solve.
-    pdas1 = (3, 1) if ident != dtype else (0, pdas_iter)
+    pdas1 = (3, 1) if ident != dtype else (0, P.cfg.pdas_iter)
     B = Yc @ P.atoms.T
-    if path is not None:  # the exact homotopy, for every point its warm start leaves open
-        rank = min(K, Yc.shape[1])
-        warm = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
-        todo = (
-            jnp.ones((N,), bool)
-            if cold
-            else ~(_evaluate(P.atoms, Yc, warm, P.lam, P.mask).gap <= _threshold(Yc, tol))
-        )
-        Zp, _, _ = path(B, P.G, P.mask, todo, P.lam, cap=rank, max_steps=8 * rank + 64)
-        Z0, cold = jnp.where(todo[:, None], Zp, warm), False
+    if path is not None:
+        Z0, cold = _path_start(P, Yc, B, Z0, tol, cold, path), False
     thresh = _threshold(Yc, tol)
     Z0 = jnp.where(P.mask, jnp.maximum(Z0, 0), 0)
     res0 = (
@@ -189,13 +228,11 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
     done0 = gap0 <= thresh
 
     def first(_):
-        Zit, Z, gap, kkt = _round(P, Z0, Z0, gap0, kkt0, Yc, B, ident, cap, pdas1, eval_bcd=False)
-        return (
-            Zit,
-            jnp.where(done0[:, None], Z0, Z),
-            jnp.where(done0, gap0, gap),
-            jnp.where(done0, kkt0, kkt),
+        Zit, Z, gap, kkt = _round(
+            P, Z0, Z0, gap0, kkt0, Yc, B, ident, P.cfg.cap, pdas1, eval_bcd=False
         )
+        keep = lambda a, b: jnp.where(done0.reshape(-1, *[1] * (a.ndim - 1)), a, b)  # noqa: E731
+        return Zit, keep(Z0, Z), keep(gap0, gap), keep(kkt0, kkt)
 
     skip = (Z0, Z0, gap0, kkt0)
     if path is not None:  # the path was round 1; stragglers go to the gathered rounds
@@ -205,38 +242,10 @@ def _solve_chunk(P: _Problem, Yc, Z0, tol, max_steps: int, cold: bool, path):
         Zit, Z, gap, kkt = jax.lax.cond(jnp.all(done0), lambda _: skip, first, None)
         steps = (~done0).astype(jnp.int32)
     M = min(N, max(64, -(-N // 64)))
-    cap2 = P.cfg.wide_cap(K, Yc.shape[1])
-
-    def cond(state):
-        gap, k = state[2], state[-1]
-        return (k < max_steps) & jnp.any(~(gap <= thresh))
-
-    def body(state):
-        Zit, Z, gap, kkt, steps, k = state
-        # Rotate the starting point so that slow points cannot starve the others.
-        off = (k * M) % N
-        nz = jnp.nonzero(jnp.roll(~(gap <= thresh), -off), size=M, fill_value=N)[0]
-        sel = jnp.where(nz < N, (nz + off.astype(nz.dtype)) % N, N)
-        t = jnp.minimum(sel, N - 1)
-        out = _round(
-            P,
-            Zit[t],
-            Z[t],
-            gap[t],
-            kkt[t],
-            Yc[t],
-            B[t],
-            dtype,
-            cap2,
-            (0, 4 * pdas_iter),
-            eval_bcd=True,
-        )
-        put = dict(mode="drop", unique_indices=True)
-        Zit, Z, gap, kkt = (a.at[sel].set(o, **put) for a, o in zip((Zit, Z, gap, kkt), out))
-        return Zit, Z, gap, kkt, steps.at[sel].add(1, **put), k + 1
-
-    state = (Zit, Z, gap, kkt, steps, jnp.asarray(1, jnp.int32))
-    _, Z, gap, kkt, steps, _ = jax.lax.while_loop(cond, body, state)
+    rounds = _GatheredRounds(P, Yc, B, thresh, M, P.cfg.wide_cap(K, Yc.shape[1]))
+    state = (Zit, gap, kkt, steps, jnp.asarray(1, jnp.int32))
+    sol = iterate(rounds, Z, None, max_steps=max_steps, state=state, steps_done=1)
+    Z, (_, gap, kkt, steps, _) = sol.value, sol.state
     return Z, gap, kkt, gap <= thresh, steps
 
 
