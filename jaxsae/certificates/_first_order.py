@@ -293,33 +293,52 @@ def first_order_pass(dictionary, X, lam, codes, tol, antipodal_cos, cap: int, co
 
 
 @eqx.filter_jit
+def _atom_measures(sums, atoms, mask, lam, N):
+    """Per-atom first-order measures (THEORY §2): firing, ‖z_k‖₁, (A), the Riemannian
+    gradient and the radial part of ``c_k``."""
+    l1, c, count = sums["l1"], sums["c"], sums["count"]
+    live = mask & (count > 0)
+    grad, align, radial = atom_first_order(atoms, c, l1, lam, N, live)
+    cnorm = jnp.linalg.norm(c, axis=1)
+    return dict(
+        firing_rate=count / N,
+        code_l1=l1,
+        live=live,
+        dead=mask & (count == 0),
+        atom_grad_norm=jnp.linalg.norm(grad, axis=1),
+        atom_alignment=align,
+        atom_cosine=jnp.where(cnorm > 0, radial / jnp.where(cnorm > 0, cnorm, 1), 0),
+        atom_radial=-radial / N,
+        bias_grad_norm=jnp.linalg.norm(sums["rsum"]) / N,
+    )
+
+
+def _pair_measures(sums, atoms, mask, live, lam, N, tol, antipodal_cos):
+    """Pairwise conditions: (P)'s violation, co-firing, nesting, antipodal co-firing."""
+    count, cofire = sums["count"], sums["cofire"]
+    gram = atoms @ atoms.T
+    pair = mask[:, None] & mask[None, :] & ~jnp.eye(mask.shape[0], dtype=bool)
+    violation = jnp.where(pair, sums["plhs"] - lam * (1 - gram) * sums["l1"][:, None], 0) / N
+    return dict(
+        pair_violation=violation,
+        cofire=cofire,
+        # A_j ⊆ A_k forces d_j = d_k (P): only distinct atoms are a nesting defect.
+        nested=pair & live[:, None] & (cofire >= count[:, None]) & (gram < 1 - tol),
+        antipodal_cofire=pair & (gram < -antipodal_cos) & (cofire > 0),
+    )
+
+
 def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_given, cap: int):
     """The :class:`Certificate` from the combined statistics of a pass."""
     sums, maxes, worst = stats
     acc = sums["obj"].dtype
-    atoms = dictionary.atoms.astype(acc)
-    mask = dictionary.mask
-    lam_a = lam.astype(acc)
-    l1, c, count = sums["l1"], sums["c"], sums["count"]
-    live = mask & (count > 0)
-    grad, align, radial = atom_first_order(atoms, c, l1, lam_a, N, live)
-    cnorm = jnp.linalg.norm(c, axis=1)
-    cosine = jnp.where(cnorm > 0, radial / jnp.where(cnorm > 0, cnorm, 1), 0)
-    gram = atoms @ atoms.T
-    pair = mask[:, None] & mask[None, :] & ~jnp.eye(mask.shape[0], dtype=bool)
-    violation = jnp.where(pair, sums["plhs"] - lam_a * (1 - gram) * l1[:, None], 0) / N
-    cofire = sums["cofire"]
-    # A_j ⊆ A_k forces d_j = d_k (P): only distinct atoms are a nesting defect.
-    nested = pair & live[:, None] & (cofire >= count[:, None]) & (gram < 1 - tol)
-    antipodal = pair & (gram < -antipodal_cos) & (cofire > 0)
+    atoms, mask, lam_a = dictionary.atoms.astype(acc), dictionary.mask, lam.astype(acc)
+    per_atom = _atom_measures(sums, atoms, mask, lam_a, N)
+    pairs = _pair_measures(sums, atoms, mask, per_atom["live"], lam_a, N, tol, antipodal_cos)
     best, rvec, where = worst
     rmax = jnp.maximum(best, 0)
-    direction = jnp.where(rmax > 0, rvec / jnp.where(rmax > 0, rmax, 1), 0)
-    gain = jnp.maximum(rmax - lam_a, 0) ** 2 / (2 * N)
     rnorm, snorm, cbound = per_point
-    objective = sums["obj"] / N
-    wide = sums["huber"] / N
-    r2 = sums["r2"]
+    objective, wide, r2 = sums["obj"] / N, sums["huber"] / N, sums["r2"]
     return Certificate(
         lam=lam_a,
         tol=jnp.asarray(tol, acc),
@@ -331,19 +350,8 @@ def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_gi
         n_degenerate=sums["degenerate"],
         amortisation_gap=sums["amort"] / N,
         amortisation_gap_error=sums["opt_gap"] / N,
-        firing_rate=count / N,
-        code_l1=l1,
-        live=live,
-        dead=mask & (count == 0),
-        atom_grad_norm=jnp.linalg.norm(grad, axis=1),
-        atom_alignment=align,
-        atom_cosine=cosine,
-        atom_radial=-radial / N,
-        bias_grad_norm=jnp.linalg.norm(sums["rsum"]) / N,
-        pair_violation=violation,
-        cofire=cofire,
-        nested=nested,
-        antipodal_cofire=antipodal,
+        **per_atom,
+        **pairs,
         residual_norm=rnorm,
         shrinkage_norm=snorm,
         cofire_bound=cbound,
@@ -355,8 +363,8 @@ def _assemble(stats, per_point, N, dictionary, lam, tol, antipodal_cos, codes_gi
         wide_gap=objective - wide,
         max_residual_norm=rmax,
         worst_point=where,
-        add_atom=direction,
-        add_atom_gain=gain,
+        add_atom=jnp.where(rmax > 0, rvec / jnp.where(rmax > 0, rmax, 1), 0),
+        add_atom_gain=jnp.maximum(rmax - lam_a, 0) ** 2 / (2 * N),
         free_bias=dictionary.free_bias,
         codes_given=codes_given,
         support_cap=int(cap),

@@ -40,8 +40,6 @@ def _parse_gammas(text: str) -> list[float]:
 
 
 def run(args) -> int:
-    import csv
-    import io
     from pathlib import Path
 
     import jax
@@ -49,7 +47,6 @@ def run(args) -> int:
     import numpy as np
 
     import jaxsae
-    from jaxsae.io._atomic import atomic_write, atomic_write_json
     from jaxsae.plots._convex import candidate_path_figure, save_figure
 
     gammas = _parse_gammas(args.gammas)
@@ -70,20 +67,7 @@ def run(args) -> int:
         max_steps=args.max_steps,
     )
     wide = jaxsae.wide_limit(X, args.lam)
-    ok = np.asarray(path.result == jaxsae.RESULTS.successful).reshape(-1)
-    rows = [
-        {
-            "gamma": g,
-            "used_atoms": int(path.n_used[i]),
-            "objective": float(path.objective[i]),
-            "dual": float(path.dual[i]),
-            "gap": float(path.gap[i]),
-            "relative_gap": float(path.relative_gap[i]),
-            "steps": int(path.steps[i]),
-            "converged": bool(ok[i]),
-        }
-        for i, g in enumerate(gammas)
-    ]
+    rows = _table(path, gammas)
     N, d = X.shape
     payload = {
         "problem": "min_{Z>=0} (1/N)[1/2||X - Z C||^2 + lam sum Z + gamma sum_m ||z_m||] (THEORY §6)",
@@ -96,12 +80,7 @@ def run(args) -> int:
         "dtype": str(np.dtype(dtype)),
         "path": rows,
     }
-    atomic_write_json(out / "convex.json", payload)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(out / "convex.csv", lambda fh: fh.write(buf.getvalue()), mode="w")
+    _write_table(out, payload, rows)
     fig = candidate_path_figure(
         gammas,
         [r["used_atoms"] for r in rows],
@@ -114,6 +93,49 @@ def run(args) -> int:
         f"N={N} points in d={d}, {N + args.n_sphere} candidates, λ={args.lam}; "
         f"wide-limit bound F_∞ = {float(wide.value):.10g}"
     )
+    _print_table(rows)
+    print(f"wrote {out / 'convex.json'}, {out / 'convex.csv'}, {out / 'convex.png'}")
+    return 0
+
+
+def _table(path, gammas) -> list[dict]:
+    """One row per γ of the candidate path (its certificate and whether it met ``tol``)."""
+    import numpy as np
+
+    import jaxsae
+
+    ok = np.asarray(path.result == jaxsae.RESULTS.successful).reshape(-1)
+    return [
+        {
+            "gamma": g,
+            "used_atoms": int(path.n_used[i]),
+            "objective": float(path.objective[i]),
+            "dual": float(path.dual[i]),
+            "gap": float(path.gap[i]),
+            "relative_gap": float(path.relative_gap[i]),
+            "steps": int(path.steps[i]),
+            "converged": bool(ok[i]),
+        }
+        for i, g in enumerate(gammas)
+    ]
+
+
+def _write_table(out, payload: dict, rows: list[dict]) -> None:
+    """``convex.json`` and ``convex.csv``, each written atomically."""
+    import csv
+    import io
+
+    from jaxsae.io._atomic import atomic_write, atomic_write_json
+
+    atomic_write_json(out / "convex.json", payload)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out / "convex.csv", lambda fh: fh.write(buf.getvalue()), mode="w")
+
+
+def _print_table(rows: list[dict]) -> None:
     print(f"{'γ':>8}  {'used':>6}  {'objective':>14}  {'rel. gap':>9}  {'steps':>6}")
     for r in rows:
         flag = "" if r["converged"] else "  (tolerance not met)"
@@ -121,5 +143,3 @@ def run(args) -> int:
             f"{r['gamma']:>8g}  {r['used_atoms']:>6d}  {r['objective']:>14.10g}  "
             f"{r['relative_gap']:>9.1e}  {r['steps']:>6d}{flag}"
         )
-    print(f"wrote {out / 'convex.json'}, {out / 'convex.csv'}, {out / 'convex.png'}")
-    return 0
