@@ -85,30 +85,9 @@ class Dictionary(eqx.Module):
                 )
         if normalize:
             atoms = atoms / norms[:, None]
-        if bias is None:
-            bias = jnp.zeros((d,), atoms.dtype)
-        else:
-            bias = as_float_array(bias, "bias", dtype=atoms.dtype)
-            if bias.shape != (d,):
-                raise ValueError(
-                    f"bias must have shape ({d},) to match atoms of dimension {d}, got {tuple(bias.shape)}."
-                )
-            check_finite(bias, "bias")
-        if mask is None:
-            mask = jnp.ones((K,), bool)
-        else:
-            mask = jnp.asarray(mask)
-            if mask.shape != (K,):
-                raise ValueError(
-                    f"mask must have shape ({K},) (one flag per atom), got {tuple(mask.shape)}."
-                )
-            if mask.dtype != jnp.bool_:
-                raise ValueError(
-                    f"mask must be boolean, got dtype {mask.dtype}. Use mask.astype(bool)."
-                )
         self.atoms = atoms
-        self.bias = bias
-        self.mask = mask
+        self.bias = _checked_bias(bias, d, atoms.dtype)
+        self.mask = _checked_mask(mask, K)
         self.free_bias = free_bias
 
     @property
@@ -143,3 +122,28 @@ class Dictionary(eqx.Module):
         if mask.shape != (self.n_atoms,) or mask.dtype != jnp.bool_:
             raise ValueError(f"mask must be a boolean array of shape ({self.n_atoms},).")
         return eqx.tree_at(lambda D: D.mask, self, mask)
+
+
+def _checked_bias(bias, d: int, dtype):
+    if bias is None:
+        return jnp.zeros((d,), dtype)
+    bias = as_float_array(bias, "bias", dtype=dtype)
+    if bias.shape != (d,):
+        raise ValueError(
+            f"bias must have shape ({d},) to match atoms of dimension {d}, got {tuple(bias.shape)}."
+        )
+    check_finite(bias, "bias")
+    return bias
+
+
+def _checked_mask(mask, K: int):
+    if mask is None:
+        return jnp.ones((K,), bool)
+    mask = jnp.asarray(mask)
+    if mask.shape != (K,):
+        raise ValueError(
+            f"mask must have shape ({K},) (one flag per atom), got {tuple(mask.shape)}."
+        )
+    if mask.dtype != jnp.bool_:
+        raise ValueError(f"mask must be boolean, got dtype {mask.dtype}. Use mask.astype(bool).")
+    return mask
