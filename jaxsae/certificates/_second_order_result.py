@@ -94,6 +94,32 @@ class SecondOrder(eqx.Module):
         notes = f"; {self.n_dead} dead atom(s) excluded (flat directions)" if self.n_dead else ""
         if not self.converged:
             notes += f"; Lanczos not converged to rel. {self.tol:g} after {self.steps} steps"
+        if (line := self._inapplicable(lmin, notes)) is not None:
+            return line
+        where = self._point()
+        if self.lower_bound > 0:
+            on = "" if self.regular else " on S⁺"
+            return (
+                f"strict local minimum (verified: Riemannian Hessian{on} positive definite, "
+                f"λ_min ≥ {self.lower_bound:.4g} > 0 proved by Cholesky with rounding margin "
+                f"{self.error_bound:.1e}, {where}; first-order stationary to "
+                f"{self.first_order.value:.1e}){notes}"
+            )
+        if np.isfinite(self.decrease):
+            return (
+                f"saddle (verified: F decreases by {self.decrease:.3g} at step "
+                f"{self.decrease_step:g} along eigenvectors[0]; λ_min ≈ {lmin:.4g}, {where}){notes}"
+            )
+        if self.method == "lanczos":
+            return self._estimate(lmin, where, notes)
+        return (
+            f"undecided: λ_min ≈ {lmin:.3g} (proved ≥ {self.lower_bound:.3g}) is not proved "
+            f"positive and F did not decrease measurably along its eigenvector {where}{notes}"
+        )
+
+    def _inapplicable(self, lmin: float, notes: str) -> str | None:
+        """The verdict when the second-order test does not apply (not stationary, or a
+        singular active Gram), else ``None``."""
         if not self.stationary:
             irregular = (
                 ""
@@ -113,43 +139,35 @@ class SecondOrder(eqx.Module):
                 f"not regular: {self.n_singular} point(s) with a singular active Gram; "
                 f"λ_min ≈ {lmin:.4g} on the frozen supports (no conclusion){notes}"
             )
+        return None
+
+    def _point(self) -> str:
+        """Where the curvature was measured: a regular point, or a degenerate one with the
+        range of λ_min over the S⁺/S⁻ frozen supports."""
         if self.regular:
-            where = "at a regular point"
-        else:
-            low = float(self.lower_eigenvalue)
-            where = (
-                f"at a degenerate point ({self.n_degenerate} degenerate pairs; curvature "
-                f"λ_min ∈ [{low:.4g}, {lmin:.4g}] over the S⁺/S⁻ frozen supports)"
-            )
-        if self.lower_bound > 0:
-            on = "" if self.regular else " on S⁺"
-            return (
-                f"strict local minimum (verified: Riemannian Hessian{on} positive definite, "
-                f"λ_min ≥ {self.lower_bound:.4g} > 0 proved by Cholesky with rounding margin "
-                f"{self.error_bound:.1e}, {where}; first-order stationary to "
-                f"{self.first_order.value:.1e}){notes}"
-            )
-        if np.isfinite(self.decrease):
-            return (
-                f"saddle (verified: F decreases by {self.decrease:.3g} at step "
-                f"{self.decrease_step:g} along eigenvectors[0]; λ_min ≈ {lmin:.4g}, {where}){notes}"
-            )
-        if self.method == "lanczos":
-            res = float(jnp.max(self.residuals))
-            low = float(self.lower_eigenvalue)
-            what = (
-                f"an estimate (Lanczos Ritz value, residual {res:.1e}; not verified: tangent "
-                f"dimension {self.tangent_dimension} > dense_max {self.dense_max})"
-            )
-            if low > res:
-                return (
-                    f"λ_min ≈ {low:.4g} > 0, {what}: consistent with a strict local minimum "
-                    f"{where}{notes}"
-                )
-            return f"undecided: λ_min ≈ {lmin:.4g}, {what}; F did not decrease measurably along its eigenvector {where}{notes}"
+            return "at a regular point"
+        low = float(self.lower_eigenvalue)
         return (
-            f"undecided: λ_min ≈ {lmin:.3g} (proved ≥ {self.lower_bound:.3g}) is not proved "
-            f"positive and F did not decrease measurably along its eigenvector {where}{notes}"
+            f"at a degenerate point ({self.n_degenerate} degenerate pairs; curvature "
+            f"λ_min ∈ [{low:.4g}, {float(self.min_eigenvalue):.4g}] over the S⁺/S⁻ frozen supports)"
+        )
+
+    def _estimate(self, lmin: float, where: str, notes: str) -> str:
+        """The verdict of a Lanczos estimate (above ``dense_max``): never a proof."""
+        res = float(jnp.max(self.residuals))
+        low = float(self.lower_eigenvalue)
+        what = (
+            f"an estimate (Lanczos Ritz value, residual {res:.1e}; not verified: tangent "
+            f"dimension {self.tangent_dimension} > dense_max {self.dense_max})"
+        )
+        if low > res:
+            return (
+                f"λ_min ≈ {low:.4g} > 0, {what}: consistent with a strict local minimum "
+                f"{where}{notes}"
+            )
+        return (
+            f"undecided: λ_min ≈ {lmin:.4g}, {what}; F did not decrease measurably along its "
+            f"eigenvector {where}{notes}"
         )
 
     def table(self) -> str:
