@@ -142,6 +142,39 @@ def harvest_activations(
         return _harvest(out, layer, n_tokens, seq_len, batch_size, max_chunks, progress)
 
 
+def _already_done(out, partial, progress_path, sidecar, config, n_tokens) -> bool:
+    """Whether an earlier run (maybe killed after its last chunk) has the whole result;
+    a run killed between the sidecar and the final rename is finished here."""
+    info = _read_json(sidecar) or {}
+    if info.get("config") != config:
+        return False
+    if out.exists() and matches_sidecar(out, info):
+        if not partial.exists():  # killed after the final rename: only tidy up
+            progress_path.unlink(missing_ok=True)
+        return True
+    done = _read_json(progress_path) or {}
+    if partial.exists() and done.get("config") == config and done.get("rows_done") == n_tokens:
+        _finish(out, partial, progress_path, sidecar, config, n_tokens, None)
+        return True
+    return False
+
+
+def _open_partial(partial, progress_path, config, n_tokens: int, d: int):
+    """``(rows done, memmap)`` of the ``.partial`` file: resumed, or created empty."""
+    state = _read_json(progress_path) if partial.exists() else None
+    if state is not None and state.get("config") == config:
+        rows_done = int(state["rows_done"])
+    else:
+        rows_done = 0
+        with atomic_path(partial) as tmp:
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, d)).flush()
+        atomic_write_json(progress_path, {"config": config, "rows_done": 0})
+    rows = np.lib.format.open_memmap(partial, mode="r+")
+    if rows.shape != (n_tokens, d) or rows.dtype != np.float32:
+        raise ValueError(f"{partial} has the wrong shape or dtype; delete it and restart.")
+    return rows_done, rows
+
+
 def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progress):
     from tqdm.auto import tqdm
 
@@ -150,17 +183,8 @@ def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progre
     sidecar = sidecar_path(out)
     partial = out.with_name(out.name + ".partial")
     progress_path = out.with_name(out.name + ".progress.json")
-    info = _read_json(sidecar) or {}
-    if info.get("config") == config:
-        if out.exists() and matches_sidecar(out, info):
-            if not partial.exists():  # killed after the final rename: only tidy up
-                progress_path.unlink(missing_ok=True)
-            return out
-        done = _read_json(progress_path) or {}
-        if partial.exists() and done.get("config") == config and done.get("rows_done") == n_tokens:
-            # killed between writing the sidecar and the final rename: finish that step
-            _finish(out, partial, progress_path, sidecar, config, n_tokens, None)
-            return out
+    if _already_done(out, partial, progress_path, sidecar, config, n_tokens):
+        return out
 
     model = load_minilm().truncate(layer)
     d = int(model.word_embeddings.shape[1])
@@ -171,19 +195,7 @@ def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progre
     pad = n_chunks * batch_size - len(windows)
     windows = np.concatenate([windows, np.repeat(windows[:1], pad, 0)])
 
-    state = _read_json(progress_path) if partial.exists() else None
-    if state is not None and state.get("config") == config:
-        rows_done = int(state["rows_done"])
-        rows = np.lib.format.open_memmap(partial, mode="r+")
-    else:
-        rows_done = 0
-        with atomic_path(partial) as tmp:
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n_tokens, d)).flush()
-        rows = np.lib.format.open_memmap(partial, mode="r+")
-        atomic_write_json(progress_path, {"config": config, "rows_done": 0})
-    if rows.shape != (n_tokens, d) or rows.dtype != np.float32:
-        raise ValueError(f"{partial} has the wrong shape or dtype; delete it and restart.")
-
+    rows_done, rows = _open_partial(partial, progress_path, config, n_tokens, d)
     chunk_rows = batch_size * content
     bar = tqdm(total=n_tokens, initial=rows_done, unit="tok", disable=not progress)
     bar.set_description(f"MiniLM layer {layer}")

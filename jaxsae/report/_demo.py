@@ -143,6 +143,20 @@ def _dictionary_section(rep, X, size, kd, log):
     return D, hist, cert
 
 
+def _comparison(cert, sae_cert, X, X_hat_opt, X_hat_sae) -> list[tuple]:
+    """Rows ``(quantity, certified dictionary, trained SAE)`` of the SAE section's table."""
+    both = lambda f: (float(f(cert)), float(f(sae_cert)))  # noqa: E731
+    ev = (jaxsae.explained_variance(X, X_hat_opt), jaxsae.explained_variance(X, X_hat_sae))
+    return [
+        ("objective L", *both(lambda c: c.objective)),
+        ("explained variance", float(ev[0]), float(ev[1])),
+        ("amortisation gap L(Z_enc) − L(Z*)", 0.0, float(sae_cert.amortisation_gap)),
+        ("max atom alignment error (A)", *both(lambda c: jnp.max(c.atom_alignment))),
+        ("max Riemannian gradient", *both(lambda c: jnp.max(c.atom_grad_norm))),
+        ("gap to wide-limit bound (W)", *both(lambda c: c.wide_gap)),
+    ]
+
+
 def _sae_section(rep, X, size, ks, D, hist, cert, log):
     """2. A vanilla SAE on the same data, certified with its own encoder's codes."""
     sae = jaxsae.SAE.init(X.shape[1], size.width, jaxsae.ReLU(), key=ks, dtype=X.dtype)
@@ -168,26 +182,7 @@ def _sae_section(rep, X, size, ks, D, hist, cert, log):
         f"Its folded decoder is certified with its own encoder's codes.\n\n**Verdict:**\n\n{_bullets(sae_cert.verdict)}",
     )
     rep.table(
-        [
-            ("objective L", float(cert.objective), float(sae_cert.objective)),
-            (
-                "explained variance",
-                float(jaxsae.explained_variance(X, X_hat_opt)),
-                float(jaxsae.explained_variance(X, X_hat_sae)),
-            ),
-            ("amortisation gap L(Z_enc) − L(Z*)", 0.0, float(sae_cert.amortisation_gap)),
-            (
-                "max atom alignment error (A)",
-                float(jnp.max(cert.atom_alignment)),
-                float(jnp.max(sae_cert.atom_alignment)),
-            ),
-            (
-                "max Riemannian gradient",
-                float(jnp.max(cert.atom_grad_norm)),
-                float(jnp.max(sae_cert.atom_grad_norm)),
-            ),
-            ("gap to wide-limit bound (W)", float(cert.wide_gap), float(sae_cert.wide_gap)),
-        ],
+        _comparison(cert, sae_cert, X, X_hat_opt, X_hat_sae),
         header=("quantity", "certified dictionary", "trained SAE"),
     )
     rep.record("sae_certificate", sae_cert.to_json())
