@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import best_time, write_result  # noqa: E402
 
 import jaxsae  # noqa: E402
-from jaxsae.learning._train_sae import LinearSchedule, TrainState, _adam, _train_step  # noqa: E402
+from jaxsae.learning._sae_step import _ADAM, LinearSchedule, TrainState, _train_step  # noqa: E402
 
 SIZES = [(256, 4096, 4096), (256, 1024, 1024)]  # (d_in, d_sae, batch)
 
@@ -44,7 +44,7 @@ def matmul_peak(repeat: int) -> float:
 def jaxsae_step_time(d_in, d_sae, B, repeat, steps_per_call=5):
     X = jax.random.normal(jax.random.key(0), (B, d_in), jnp.float32)
     sae = jaxsae.SAE.init(d_in, d_sae, jaxsae.ReLU(), key=jax.random.key(1))
-    optimizer = _adam()  # train_sae's default: scale_by_adam, then −lr_t
+    optimizer = _ADAM  # train_sae's default: scale_by_adam, then −lr_t
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     schedule = LinearSchedule(f32(4e-4), f32(0), f32(10**6), f32(0))
     state = TrainState(

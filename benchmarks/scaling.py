@@ -33,7 +33,7 @@ from _harness import RESULTS, best_time, write_result
 
 import jaxsae
 from jaxsae.certificates._second_order import _prepare
-from jaxsae.learning._train_sae import _loss
+from jaxsae.learning._sae_step import _loss
 
 LAM = 0.1
 

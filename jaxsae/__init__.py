@@ -91,11 +91,8 @@ from .certificates._amortisation import (
     AmortisationGap as AmortisationGap,
     amortisation_gap as amortisation_gap,
 )
-from .learning._train_sae import (
-    TrainResult as TrainResult,
-    TrainState as TrainState,
-    train_sae as train_sae,
-)
+from .learning._sae_step import TrainState as TrainState
+from .learning._train_sae import TrainResult as TrainResult, train_sae as train_sae
 from .io._saelens import (
     load_sae as load_sae,
     load_sae_certificate as load_sae_certificate,

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import jaxsae
-from jaxsae.learning._train_sae import _loss
+from jaxsae.learning._sae_step import _loss
 
 
 def sparse_data(key, N=512, d=8, K=12, dtype=jnp.float64):
@@ -228,10 +228,10 @@ def test_checkpoint_of_another_run_is_refused(tmp_path, getkey):
 
 
 def test_training_step_compiles_once(getkey, monkeypatch):
-    from jaxsae.learning import _train_sae
+    from jaxsae.learning import _sae_step, _train_sae
 
     step = eqx.filter_jit(
-        eqx.debug.assert_max_traces(_train_sae._step, max_traces=1), donate="all-except-first"
+        eqx.debug.assert_max_traces(_sae_step._step, max_traces=1), donate="all-except-first"
     )
     monkeypatch.setattr(_train_sae, "_train_step", step)
     X = sparse_data(getkey(), N=96)

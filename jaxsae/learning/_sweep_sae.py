@@ -41,7 +41,7 @@ from ..models._objective import atom_first_order
 from ..models._penalties import L1
 from ..models._sae import SAE
 from ._dl_sweep_result import SweepResult
-from ._train_sae import LinearSchedule, TrainState, _update
+from ._sae_step import LinearSchedule, TrainState, _update
 
 
 def _codes(sae: SAE, X, mask):
