@@ -29,7 +29,12 @@ Where things live (layers import only downward):
   strategy: ``_dl_driver.ResidentData`` or ``_dl_stream.StreamedData`` (one pass
   per trial point). Also ``train_sae`` and ``sweep`` (a learner strategy:
   ``DictionaryLearner`` or ``SAETrainer``).
-- ``phenomena/``, then ``io/`` (files), ``cli/``, ``report/``, ``plots/`` on top.
+- Ground floor, imported by any layer: ``_validate.py``, ``_streaming.py``,
+  ``_sharding.py``, ``_rows.py`` (minibatch reads), and durable writes:
+  ``_atomic.py`` (temporary file, then rename), ``_lock.py`` (one process per run
+  folder), ``_checkpoint.py`` (checkpoint folders). Numerical layers never import ``io/``.
+- ``phenomena/``, then ``io/`` (file formats: arrays, dictionaries, SAELens folders),
+  ``cli/``, ``report/``, ``plots/`` on top.
 """
 
 from .models._dictionary import Dictionary as Dictionary

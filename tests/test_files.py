@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxsae
-from jaxsae.io._atomic import atomic_write_bytes, atomic_write_json
+from jaxsae._atomic import atomic_write_bytes, atomic_write_json
 
 
 def test_dictionary_roundtrip_preserves_values_and_dtype(tmp_path):
@@ -79,7 +79,7 @@ def test_kill_during_atomic_write_leaves_previous_file_intact(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys, time
-        from jaxsae.io._atomic import atomic_write
+        from jaxsae._atomic import atomic_write
         def slow(fh):
             for _ in range(1000):
                 fh.write(b"x" * 1024)

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from safetensors.numpy import load_file, save_file
 
 import jaxsae
+from jaxsae._atomic import atomic_path
+from jaxsae._lock import RunLock
 from jaxsae.cli import main
-from jaxsae.io._atomic import atomic_path
-from jaxsae.io._lock import RunLock
 
 D_IN, D_SAE = 4, 6
 
@@ -260,7 +260,7 @@ def test_unconverged_or_nonfinite_points_raise_with_throw():
 LOCK_CHILD = textwrap.dedent(
     """
     import sys, time
-    from jaxsae.io._lock import RunLock
+    from jaxsae._lock import RunLock
     with RunLock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(60)

@@ -26,8 +26,8 @@ from hypothesis import given, settings, strategies as st
 from scipy.optimize import minimize
 
 import jaxsae
+from jaxsae._atomic import atomic_write_json
 from jaxsae.cli._main import main
-from jaxsae.io._atomic import atomic_write_json
 
 LAM = 0.1
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -369,7 +369,7 @@ KILL_CHILD = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np
     import jaxsae
-    from jaxsae.io._atomic import atomic_write_json
+    from jaxsae._atomic import atomic_write_json
     what, target = sys.argv[1], sys.argv[2]
     def hang(fd):  # the new bytes are written; die before the rename
         print("writing", flush=True)

@@ -30,8 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._atomic import atomic_path
 from .._streaming import Streamed, Summed, add_trees, iter_chunks
-from ..io._atomic import atomic_path
 from ..models._dictionary import Dictionary
 from ..solvers._lasso import sparse_code
 from ._hessian import Tangent, _chunk_gradient, _support_inverse, rounding_terms

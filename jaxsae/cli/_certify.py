@@ -46,7 +46,7 @@ def run(args) -> int:
     import numpy as np
 
     import jaxsae
-    from jaxsae.io._atomic import atomic_write_json
+    from jaxsae._atomic import atomic_write_json
 
     if args.out is not None:
         folder = Path(args.out).parent

@@ -125,7 +125,7 @@ def _write_table(out, payload: dict, rows: list[dict]) -> None:
     import csv
     import io
 
-    from jaxsae.io._atomic import atomic_write, atomic_write_json
+    from jaxsae._atomic import atomic_write, atomic_write_json
 
     atomic_write_json(out / "convex.json", payload)
     buf = io.StringIO()

@@ -82,7 +82,7 @@ def _run_patches(args) -> int:
     import numpy as np
 
     import jaxsae.data
-    from jaxsae.io._atomic import atomic_path, atomic_write_json
+    from jaxsae._atomic import atomic_path, atomic_write_json
 
     out = Path(args.out)
     if out.suffix != ".npy":

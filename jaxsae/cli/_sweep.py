@@ -122,7 +122,7 @@ def run(args) -> int:
 def _save(fig, path) -> None:
     import matplotlib.pyplot as plt
 
-    from jaxsae.io._atomic import atomic_path
+    from jaxsae._atomic import atomic_path
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

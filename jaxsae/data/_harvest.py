@@ -32,9 +32,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..io._atomic import _fsync_dir, atomic_path, atomic_write_json
-from ..io._checkpoint import data_fingerprint
-from ..io._lock import RunLock
+from .._atomic import _fsync_dir, atomic_path, atomic_write_json
+from .._checkpoint import data_fingerprint
+from .._lock import RunLock
 from ._bert import BertEncoder
 from ._corpus import CORPUS_NAME, shakespeare_lines
 from ._minilm import MODEL_NAME, load_minilm, load_minilm_tokenizer

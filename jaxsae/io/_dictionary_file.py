@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
+from .._atomic import atomic_path
 from ..models._dictionary import Dictionary
-from ._atomic import atomic_path
 from ._checks import check_digest, finite_tensor, regular_file, tensors_digest
 
 FORMAT = "jaxsae.dictionary"

@@ -16,9 +16,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from .._atomic import atomic_path, atomic_write_json, replace_folder
 from ..models._activations import JumpReLU, ReLU, TopK
 from ..models._sae import SAE
-from ._atomic import atomic_path, atomic_write_json, replace_folder
 from ._checks import (
     check_digest,
     field,
@@ -91,7 +91,7 @@ def save_sae(
     """Save an SAE as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``); dtype preserved.
 
     The whole folder (weights, config and certificate) is written beside ``path``
-    and swapped in atomically (``io._atomic.replace_folder``): a reader, or a process
+    and swapped in atomically (``_atomic.replace_folder``): a reader, or a process
     killed at any moment, sees the old SAE with its certificate or the new one, never
     one SAE's weights with another's config.
 

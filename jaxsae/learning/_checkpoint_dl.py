@@ -5,7 +5,7 @@ The host loop of ``_dl_driver.run`` is deterministic given its state: the
 head and counters) and the number of history entries so far, which fixes the
 position in the two phases (``warm_steps`` alternating entries, one entry for the
 start of L-BFGS, then one per L-BFGS step). A checkpoint stores exactly that, via
-``jaxsae.io._checkpoint`` (temporary folder, fsync, rename), so a run resumed
+``jaxsae._checkpoint`` (temporary folder, fsync, rename), so a run resumed
 after SIGKILL replays the remaining steps on bitwise the same state as an
 uninterrupted run. A fingerprint of the data, λ, masks, configuration and
 starting point guards against resuming a different problem.
@@ -22,14 +22,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ..io._checkpoint import (
+from .._checkpoint import (
     data_fingerprint,
     fingerprint_mismatch,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from ..io._lock import RunLock
+from .._lock import RunLock
 
 _KEYS = ("objective", "grad_norm", "alignment", "time", "phase")
 

@@ -10,7 +10,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
-from ..io._atomic import atomic_write, atomic_write_json
+from .._atomic import atomic_write, atomic_write_json
 from ..models._dictionary import Dictionary
 
 COLUMNS = (

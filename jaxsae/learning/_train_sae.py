@@ -24,17 +24,17 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxtyping import Array, Bool
 
-from .._rows import Rows
-from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
-from .._validate import as_float_array, check_finite
-from ..io._checkpoint import (
+from .._checkpoint import (
     data_fingerprint,
     fingerprint_mismatch,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from ..io._lock import RunLock
+from .._lock import RunLock
+from .._rows import Rows
+from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
+from .._validate import as_float_array, check_finite
 from ..models._penalties import AbstractPenalty, default_penalty
 from ..models._sae import SAE
 from ._sae_step import _ADAM, LinearSchedule, TrainState, _train_batch_step, _train_step, _unit_rows

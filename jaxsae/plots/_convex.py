@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io._atomic import atomic_path  # noqa: E402
+from .._atomic import atomic_path  # noqa: E402
 
 
 def candidate_path_figure(gammas, n_used, objective, *, wide_value=None, n_points=None):

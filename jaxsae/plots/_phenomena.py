@@ -1,7 +1,7 @@
 """Figures for the phenomena notebooks: a prediction against its measurement.
 
 matplotlib is imported here only (never by the numerical core). Figures are
-written atomically (``jaxsae.io._atomic.atomic_path``).
+written atomically (``jaxsae._atomic.atomic_path``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io._atomic import atomic_path
+from .._atomic import atomic_path
 
 
 def figure_dir(default: str = "notebooks/figures") -> Path:

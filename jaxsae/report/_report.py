@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io._atomic import atomic_path, atomic_write, atomic_write_json
+from .._atomic import atomic_path, atomic_write, atomic_write_json
 
 
 @dataclass
