@@ -98,18 +98,6 @@ def frozen_support(
     return FrozenSupport(Xc, w, zc, idx, active, Ginv, X.shape[0])
 
 
-def _scatter(idx, values, K: int):
-    """Dense ``(m, K)`` rows from per-point ``(m, cap)`` values at ``idx``."""
-    m = idx.shape[0]
-    return jnp.zeros((m, K), values.dtype).at[jnp.arange(m)[:, None], idx].add(values)
-
-
-def dense_codes(fs: FrozenSupport, K: int) -> Float[Array, "N K"]:
-    """The (polished) base codes as a dense ``(N, K)`` array."""
-    Z = jax.vmap(lambda i, v: _scatter(i, v, K))(fs.idx, fs.z)
-    return Z.reshape(-1, K)[: fs.n_points]
-
-
 def _chunk_gradient(atoms, bias, lam, X, w, z0, idx, Ginv):
     """Summed envelope gradient of one chunk at ``(atoms, bias)`` with ``z = z_lin``.
 

@@ -18,10 +18,6 @@ from . import _certify, _convert, _convex, _data, _demo, _sweep, _train
 COMMANDS = [_demo, _train, _certify, _data, _convert, _convex, _sweep]
 
 
-class UserError(ValueError):
-    """An error the user can fix; printed as one line."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxsae",

@@ -8,6 +8,7 @@ alternating-minimisation steps; masked atoms are never touched.
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -15,7 +16,10 @@ import jax.numpy as jnp
 
 
 class AbstractDeadAtomPolicy(eqx.Module):
-    """Maps ``(atoms, codes, residual norms², mask) → atoms``."""
+    """Maps ``(atoms, codes, residuals, mask) → atoms``. ``reseeds``: whether it needs
+    the highest-residual points (on streamed data, an extra pass when an atom is dead)."""
+
+    reseeds: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, atoms, Z, R, mask): ...
@@ -23,6 +27,8 @@ class AbstractDeadAtomPolicy(eqx.Module):
 
 class KeepDead(AbstractDeadAtomPolicy):
     """Leave dead atoms where they are."""
+
+    reseeds: ClassVar[bool] = False
 
     def __call__(self, atoms, Z, R, mask):
         return atoms
@@ -35,6 +41,8 @@ class ReseedDead(AbstractDeadAtomPolicy):
     By THEORY §5 ("adding an atom"), an atom ``r_n/‖r_n‖`` fires on point n as soon
     as ``‖r_n‖ > λ``, so the worst-fit points are the most useful places to reseed.
     """
+
+    reseeds: ClassVar[bool] = True
 
     def __call__(self, atoms, Z, R, mask):
         K = atoms.shape[0]

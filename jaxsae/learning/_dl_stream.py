@@ -147,7 +147,7 @@ def _alternating(stream, state, lam, mask, cfg, cache):
     new = _set_measures(state, P, measures(P, sums, n, lam, mask, cfg.free_bias))
     P_new = atoms_from_stats(P, sums, n, mask, cfg.free_bias)
     dead = np.asarray(mask & (sums["l1"] == 0))
-    if isinstance(cfg.policy, ReseedDead) and dead.any():
+    if cfg.policy.reseeds and dead.any():
         m = min(P.shape[0] - 1, n)
         fn = _Kernel(top_residuals, reads=True, writes=False)
         (_, top), _, _ = stream.run(fn, merge_top, (P_new, mask, m), cache)
