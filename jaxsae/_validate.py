@@ -82,22 +82,27 @@ def check_data(X, n_features: int, dtype, name: str = "X") -> jax.Array:
     return X
 
 
+def check_weight(w, name: str, dtype, *, strict: bool, several: str, hint: str = "") -> jax.Array:
+    """A finite scalar weight (``> 0`` if ``strict``, else ``≥ 0``; an array is fine and may
+    be traced, so ``vmap`` over it works). ``several``: how to pass several values."""
+    arr = as_float_array(w, name)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {tuple(arr.shape)}. {several}")
+    if is_concrete(arr):
+        value = float(arr)
+        if not np.isfinite(value) or value < 0 or (strict and value == 0):
+            raise ValueError(
+                f"{name} must be a finite number {'>' if strict else '≥'} 0, got {value}.{hint}"
+            )
+    return arr.astype(dtype)
+
+
 def check_lam(lam, dtype) -> jax.Array:
     """Validate the sparsity weight λ: a positive finite scalar (array allowed)."""
-    lam_arr = as_float_array(lam, "lam")
-    if lam_arr.ndim != 0:
-        raise ValueError(
-            f"lam must be a scalar, got shape {tuple(lam_arr.shape)}. "
-            "To use several values of λ, jax.vmap over lam."
-        )
-    if is_concrete(lam_arr):
-        value = float(lam_arr)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(
-                f"lam must be a finite number > 0, got {value}. "
-                "λ weighs the L1 penalty (THEORY §0); an SAE loss ‖x−x̂‖² + α·Σz has λ = α/2."
-            )
-    return lam_arr.astype(dtype)
+    return check_weight(
+        lam, "lam", dtype, strict=True, several="To use several values of λ, jax.vmap over lam.",
+        hint=" λ weighs the L1 penalty (THEORY §0); an SAE loss ‖x−x̂‖² + α·Σz has λ = α/2.",
+    )  # fmt: skip
 
 
 def float_dtype(dtype):

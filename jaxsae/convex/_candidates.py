@@ -14,7 +14,13 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, Real
 
 from .._typing import ArrayLike
-from .._validate import as_float_array, check_data, check_finite, check_lam, is_concrete
+from .._validate import (
+    as_float_array,
+    check_data,
+    check_finite,
+    check_lam,
+    check_weight,
+)
 from ..solvers._fista import fista as run_fista, fista_start, lipschitz
 from ..solvers._iterate import AbstractIterativeSolver, iterate
 from ..solvers._results import RESULTS
@@ -164,17 +170,8 @@ def _solve(X, C, lam, gamma, Z0, tol, max_steps, check_every: int):
 
 def check_gamma(gamma, dtype) -> Array:
     """γ ≥ 0, a finite scalar (may be traced, so ``vmap`` over γ works)."""
-    g = as_float_array(gamma, "gamma")
-    if g.ndim != 0:
-        raise ValueError(
-            f"gamma must be a scalar, got shape {tuple(g.shape)}. "
-            "For several values use jax.vmap over gamma or jaxsae.candidate_path."
-        )
-    if is_concrete(g):
-        value = float(g)
-        if not (value >= 0 and value < float("inf")):
-            raise ValueError(f"gamma must be a finite number ≥ 0, got {value}.")
-    return g.astype(dtype)
+    several = "For several values use jax.vmap over gamma or jaxsae.candidate_path."
+    return check_weight(gamma, "gamma", dtype, strict=False, several=several)
 
 
 def prepare(X, candidates, lam, init, tol, max_steps, check_every, n_sphere, key):

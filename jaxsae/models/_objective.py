@@ -18,6 +18,20 @@ def residuals(
     return X - dictionary.bias - Zm @ dictionary.atoms
 
 
+def checked_problem(dictionary, X, Z, lam):
+    """``(X, Z, λ)`` validated against ``dictionary`` (shapes, dtype, finite, λ > 0): the
+    inputs of every function of one dictionary, data and codes."""
+    X = check_data(X, dictionary.n_features, dictionary.dtype)
+    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
+    check_rank(Z, 2, "Z", "(N, K)")
+    if Z.shape != (X.shape[0], dictionary.n_atoms):
+        raise ValueError(
+            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
+        )
+    lam = check_lam(lam, dictionary.dtype)
+    return X, Z, lam
+
+
 def objective(
     dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"], lam
 ) -> Float[Array, ""]:
@@ -34,14 +48,7 @@ def objective(
     Returns:
         The scalar ``L``.
     """
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
-    check_rank(Z, 2, "Z", "(N, K)")
-    if Z.shape != (X.shape[0], dictionary.n_atoms):
-        raise ValueError(
-            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
-        )
-    lam = check_lam(lam, dictionary.dtype)
+    X, Z, lam = checked_problem(dictionary, X, Z, lam)
     R = residuals(dictionary, X, Z)
     l1 = jnp.sum(jnp.where(dictionary.mask, Z, 0), axis=1)
     return jnp.mean(0.5 * jnp.sum(R * R, axis=1) + lam * l1)

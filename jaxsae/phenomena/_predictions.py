@@ -13,10 +13,10 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Real
 
 from .._typing import ArrayLike
-from .._validate import as_float_array, check_data, check_lam, check_rank
+from .._validate import as_float_array, check_data, check_lam
 from ..certificates._splitting import split_scores
 from ..models._dictionary import Dictionary
-from ..models._objective import huber
+from ..models._objective import checked_problem, huber
 from ..solvers._lasso import sparse_code
 
 
@@ -181,14 +181,7 @@ def residual_decomposition(
         >>> dec = jaxsae.residual_decomposition(D, X, sol.codes, 0.1)
         >>> float(dec.share)   # share of residual energy fixed by the supports alone
     """
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
-    check_rank(Z, 2, "Z", "(N, K)")
-    if Z.shape != (X.shape[0], dictionary.n_atoms):
-        raise ValueError(
-            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
-        )
-    lam = check_lam(lam, dictionary.dtype)
+    X, Z, lam = checked_problem(dictionary, X, Z, lam)
     thr = jnp.asarray(threshold, dictionary.dtype)
     return _decompose(dictionary, X, Z, lam, thr)
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Real
 
 from .._typing import ArrayLike
-from .._validate import as_float_array, check_data, check_lam, check_rank
 from ..models._dictionary import Dictionary
+from ..models._objective import checked_problem
 
 
 def point_gap(z, g, r_sq, lam, mask):
@@ -99,14 +99,7 @@ def kkt_residual(
         >>> res = jaxsae.kkt_residual(D, X, sol.codes, 0.1)
         >>> float(res.max()), float(res.gap.max())   # both ~0 at the optimum
     """
-    X = check_data(X, dictionary.n_features, dictionary.dtype)
-    Z = as_float_array(Z, "Z").astype(dictionary.dtype)
-    check_rank(Z, 2, "Z", "(N, K)")
-    if Z.shape != (X.shape[0], dictionary.n_atoms):
-        raise ValueError(
-            f"Z must have shape (N, K) = ({X.shape[0]}, {dictionary.n_atoms}), got {tuple(Z.shape)}."
-        )
-    lam = check_lam(lam, dictionary.dtype)
+    X, Z, lam = checked_problem(dictionary, X, Z, lam)
     Zm = jnp.where(dictionary.mask, Z, 0)
     R = X - dictionary.bias - Zm @ dictionary.atoms
     return kkt_from_parts(Z, R @ dictionary.atoms.T, R, lam, dictionary.mask)
