@@ -40,10 +40,9 @@ def _alternating(state, X, lam, mask, policy, free_bias, inner_steps, batched):
 def _lbfgs(state, X, lam, mask, tol, free_bias, code_tol, max_code_steps, max_backtracks, batched,
            start):  # fmt: skip
     def f(s, lm, m):
-        trial = resident_trial(s, X, lm, m, free_bias, code_tol, max_code_steps)
-        return lbfgs_step(
-            s, trial, Compiled(), tol=tol, max_backtracks=max_backtracks, start=start
-        )[0]
+        trial, measure = resident_trial(s, X, lm, m, free_bias, code_tol, max_code_steps)
+        return lbfgs_step(s, trial, Compiled(), tol=tol, max_backtracks=max_backtracks,
+                          start=start, measure=measure)[0]  # fmt: skip
 
     return jax.vmap(f)(state, lam, mask) if batched else f(state, lam, mask)
 

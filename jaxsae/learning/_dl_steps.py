@@ -264,12 +264,14 @@ _armijo_jit = jax.jit(armijo)
 _retract_jit = jax.jit(lambda P, t, p: retract(P, t * p))
 
 
-def lbfgs_step(state, trial, loop, *, tol, max_backtracks: int, start, patience: int = 30):
+def lbfgs_step(state, trial, loop, *, tol, max_backtracks: int, start, measure=None,
+               patience: int = 30):  # fmt: skip
     """One Riemannian L-BFGS step on F with a noise-tolerant Armijo backtracking search.
 
-    ``trial(P_t)`` is the state measured at the trial point (certified codes, F, its
-    envelope gradient and (A)): in memory a compiled function, on streamed data one
-    pass over the chunks. ``loop`` (``Compiled`` or ``Host``) runs the backtracking
+    ``trial(P_t)`` is the state at the trial point with its certified codes and F; the
+    point the search ends at then gets its envelope gradient and (A) from ``measure``
+    (default: ``trial`` measured them already, as one streamed pass does). In memory
+    ``trial`` is a compiled function, on streamed data one pass over the chunks. ``loop`` (``Compiled`` or ``Host``) runs the backtracking
     loop, so this one function is the step for both. With ``start`` (a traced bool) the
     call is the start of phase 2 instead: the memory is cleared and a zero step is
     taken, so the codes are solved to full accuracy at the current atoms and the
@@ -292,15 +294,24 @@ def lbfgs_step(state, trial, loop, *, tol, max_backtracks: int, start, patience:
     unmeasured = eqx.tree_at(lambda s: s.value, state, jnp.full_like(F, jnp.nan))
     init = (jnp.ones((), P.dtype), jnp.zeros((), jnp.int32), unmeasured)
     t, _, moved = loop.while_loop(cond, body, init)
-    accepted = _armijo_jit(F, moved.value, t, slope, slack)
-    return _update_jit(state, moved, accepted, moved.value, tol, patience), accepted
+    Ft = moved.value
+    accepted = _armijo_jit(F, Ft, t, slope, slack)
+    moved = moved if measure is None else measure(moved)
+    return _update_jit(state, moved, accepted, Ft, tol, patience), accepted
 
 
 def resident_trial(state, X, lam, mask, free_bias: bool, code_tol, max_code_steps: int):
-    """``trial`` of ``lbfgs_step`` for resident data: codes warm-started from ``state``'s."""
+    """``(trial, measure)`` of ``lbfgs_step`` for resident data: codes warm-started from
+    ``state``'s and F at each trial point; the gradient and (A) once, where it ends."""
 
     def trial(Pt):
         Zt = _codes(Pt, X, lam, mask, state.codes, code_tol, max_code_steps)
-        return _measure(state, Pt, Zt, X, lam, mask, free_bias)
+        Zm = jnp.where(mask, Zt, 0)
+        Rt = X - Pt[-1] - Zm @ Pt[:-1]
+        Ft = jnp.mean(0.5 * jnp.sum(Rt * Rt, axis=1) + lam * jnp.sum(Zm, axis=1))
+        return eqx.tree_at(lambda s: (s.P, s.codes, s.value), state, (Pt, Zt, Ft))
 
-    return trial
+    def measure(moved):
+        return _measure(state, moved.P, moved.codes, X, lam, mask, free_bias)
+
+    return trial, measure

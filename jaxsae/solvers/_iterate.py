@@ -46,14 +46,25 @@ class AbstractIterativeSolver(eqx.Module):
     def terminate(self, y, state, args) -> tuple[jax.Array, RESULTS]: ...
 
 
+def _checked(solver, y, state, args, finite=None):
+    """``(done, result)``: the solver's test, and ``nonfinite`` for a non-finite iterate."""
+    done, result = solver.terminate(y, state, args)
+    finite = all_finite(y) if finite is None else finite
+    return done | ~finite, RESULTS.where(finite, result, RESULTS.nonfinite)
+
+
 class AbstractLoop(eqx.Module):
-    """Where a loop runs: ``while_loop(cond, body, carry)`` with ``lax.while_loop``'s contract;
+    """Where a loop runs. ``while_loop(cond, body, carry)`` has ``lax.while_loop``'s
+    contract (a solver's inner loops, e.g. a line search); ``run`` is ``iterate``'s loop.
     ``on_host``: whether the body runs in Python (so it may call the host)."""
 
     on_host: ClassVar[bool]
 
     @abc.abstractmethod
     def while_loop(self, cond: Callable, body: Callable, carry): ...
+
+    @abc.abstractmethod
+    def run(self, solver, y, state, args, k, max_steps, on_step): ...
 
 
 class Compiled(AbstractLoop):
@@ -64,10 +75,26 @@ class Compiled(AbstractLoop):
     def while_loop(self, cond, body, carry):
         return jax.lax.while_loop(cond, body, carry)
 
+    def run(self, solver, y, state, args, k, max_steps, on_step):
+        del on_step
+
+        def cond(carry):
+            return ~carry[3] & (carry[2] < max_steps)
+
+        def body(carry):
+            y, state, k, _, _ = carry
+            y, state = solver.step(y, state, args)
+            return y, state, k + 1, *_checked(solver, y, state, args)
+
+        done, result = solver.terminate(y, state, args)
+        carry = (y, state, jnp.asarray(k, jnp.int32), done, result)
+        return jax.lax.while_loop(cond, body, carry)
+
 
 class Host(AbstractLoop):
-    """A Python loop: each body may run passes over streamed data or call host hooks;
-    ``cond`` is fetched to the host once per iteration."""
+    """A Python loop: each step may run passes over streamed data or call host hooks.
+    The step count stays a Python int; the stopping test is fetched once per step (the
+    finite check is compiled per iterate shape, not per solver)."""
 
     on_host: ClassVar[bool] = True
 
@@ -75,6 +102,17 @@ class Host(AbstractLoop):
         while bool(cond(carry)):
             carry = body(carry)
         return carry
+
+    def run(self, solver, y, state, args, k, max_steps, on_step):
+        k = int(k)
+        done, result = solver.terminate(y, state, args)
+        while not bool(done) and k < max_steps:
+            y, state = solver.step(y, state, args)
+            k += 1
+            done, result = _checked(solver, y, state, args, _all_finite_jit(y))
+            if on_step is not None:
+                on_step(k, y, state)
+        return y, state, jnp.asarray(k, jnp.int32), done, result
 
 
 class Solution(eqx.Module):
@@ -122,25 +160,11 @@ def iterate(
     if on_step is not None and not loop.on_host:
         raise ValueError("on_step needs loop=Host(): a compiled loop cannot call the host.")
     state = solver.init(y0, args) if state is None else state
-
-    def cond(carry):
-        _, _, k, done, _ = carry
-        return ~done & (k < max_steps)
-
-    def body(carry):
-        y, state, k, _, _ = carry
-        y, state = solver.step(y, state, args)
-        done, result = solver.terminate(y, state, args)
-        finite = all_finite(y)
-        k = k + 1
-        if on_step is not None:
-            on_step(int(k), y, state)
-        return y, state, k, done | ~finite, RESULTS.where(finite, result, RESULTS.nonfinite)
-
-    done, result = solver.terminate(y0, state, args)
-    k0 = jnp.asarray(steps_done, jnp.int32)
-    y, state, k, done, result = loop.while_loop(cond, body, (y0, state, k0, done, result))
+    y, state, k, done, result = loop.run(solver, y0, state, args, steps_done, max_steps, on_step)
     result = RESULTS.where(done, result, RESULTS.max_steps_reached)
     if throw:
         y = result.error_if(y, result != RESULTS.successful)
     return Solution(value=y, state=state, result=result, num_steps=k)
+
+
+_all_finite_jit = eqx.filter_jit(all_finite)
