@@ -42,6 +42,13 @@ from .models._objective import huber as huber, objective as objective, residuals
 from .solvers._kkt import KKTResidual as KKTResidual, kkt_residual as kkt_residual
 from .solvers._lasso import CodeSolution as CodeSolution, sparse_code as sparse_code
 from .solvers._results import RESULTS as RESULTS
+from .solvers._iterate import (  # the one driver: subclass the Module, call iterate
+    AbstractIterativeSolver as AbstractIterativeSolver,
+    Compiled as Compiled,
+    Host as Host,
+    Solution as Solution,
+    iterate as iterate,
+)
 from .io._arrays import load_array as load_array
 from .io._dictionary_file import (
     load_dictionary as load_dictionary,
