@@ -152,18 +152,18 @@ def run(data, state, lam, mask, *, cfg, progress: bool, checkpoint=None):
         return record
 
     args = (lam, mask)
-    common = dict(loop=Host(), state=state)
-    alternating, lbfgs = Alternating(data, cfg), RiemannianLBFGS(data, cfg)
     with bar:
         if done < cfg.warm_steps:
-            sol = iterate(alternating, state.P, args, max_steps=cfg.warm_steps, steps_done=done,
-                          on_step=recorder(0), **common)  # fmt: skip
-            common["state"] = sol.state
+            state = iterate(Alternating(data, cfg), state.P, args, max_steps=cfg.warm_steps,
+                            loop=Host(), state=state, steps_done=done,
+                            on_step=recorder(0)).state  # fmt: skip
+        lbfgs = RiemannianLBFGS(data, cfg)
         if done <= cfg.warm_steps:
-            common["state"] = lbfgs.start(common["state"], args)
-            recorder(1, tick=False)(0, None, common["state"])
-        sol = iterate(lbfgs, common["state"].P, args, max_steps=cfg.max_steps,
-                      steps_done=max(0, done - cfg.warm_steps - 1), on_step=recorder(1), **common)  # fmt: skip
+            state = lbfgs.start(state, args)
+            recorder(1, tick=False)(0, state.P, state)
+        steps_done = max(0, done - cfg.warm_steps - 1)
+        state = iterate(lbfgs, state.P, args, max_steps=cfg.max_steps, loop=Host(), state=state,
+                        steps_done=steps_done, on_step=recorder(1)).state  # fmt: skip
     if checkpoint is not None:
-        checkpoint.after_entry(sol.state, hist, final=True)
-    return sol.state, {k: np.asarray(v) for k, v in hist.items()}
+        checkpoint.after_entry(state, hist, final=True)
+    return state, {k: np.asarray(v) for k, v in hist.items()}
