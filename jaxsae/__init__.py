@@ -15,8 +15,8 @@ Where things live (layers import only downward):
   max-steps, non-finite iterates, ``RESULTS``, ``throw=`` and the per-step hook;
   ``Compiled`` / ``Host`` say where the loop runs). Also the sparse coder
   (``_lasso.sparse_code``: homotopy kernel ``_lars.cc`` / ``_homotopy.py``, then
-  gathered rounds of block steps and exact polishes; settings in
-  ``CoderSettings``), one FISTA and one Lipschitz estimate (``_fista.py``), the LP
+  gathered rounds of block steps and exact polishes on the driver, ``_coder.py``;
+  settings in ``CoderSettings``), one FISTA and one Lipschitz estimate (``_fista.py``), the LP
   of the GS10 checks, KKT residuals and result codes.
 - ``certificates/``: ``certify`` (``_certify.py``; the pass in ``_first_order.py``),
   ``second_order`` (resident Hessian ``_hessian.py``, streamed one
@@ -27,8 +27,9 @@ Where things live (layers import only downward):
   phases are solvers on ``iterate`` (``_dl_driver.py``), the steps are in
   ``_dl_steps.py`` (one L-BFGS step for all data), and where the data lives is a
   strategy: ``_dl_driver.ResidentData`` or ``_dl_stream.StreamedData`` (one pass
-  per trial point). Also ``train_sae`` and ``sweep`` (a learner strategy:
-  ``DictionaryLearner`` or ``SAETrainer``).
+  per trial point). Also ``train_sae`` (its step, shared with the SAE sweep, in
+  ``_sae_step.py``) and ``sweep`` (a learner strategy: ``DictionaryLearner`` or
+  ``SAETrainer``).
 - Ground floor, imported by any layer: ``_validate.py``, ``_streaming.py``,
   ``_sharding.py``, ``_rows.py`` (minibatch reads), and durable writes:
   ``_atomic.py`` (temporary file, then rename), ``_lock.py`` (one process per run
