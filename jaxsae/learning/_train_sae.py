@@ -287,7 +287,7 @@ def _run(state, data, rest, start, steps, B, log_every, dead_after,
 
     N = data.shape[0]
     per_epoch = N // B
-    epoch, perm = None, None
+    epoch, plan = None, None
     since_log = start % log_every
     with tqdm(
         total=steps, initial=start, disable=not progress, desc="train_sae", unit="step"
@@ -295,8 +295,9 @@ def _run(state, data, rest, start, steps, B, log_every, dead_after,
         for step in range(start, steps):
             if step // per_epoch != epoch:
                 epoch = step // per_epoch
-                perm = data.epoch(_epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B))
-            state, metrics = data.step(state, perm, step, epoch * per_epoch, rest)
+                order = _epoch_order(state.key, jnp.asarray(epoch, jnp.int32), N, B)
+                plan = data.epoch(order, epoch * per_epoch)
+            state, metrics = data.step(state, plan, step, rest)
             since_log += 1
             done = step + 1
             if done % log_every == 0 or done == steps:
@@ -326,12 +327,13 @@ class _DeviceBatches:
             self.data = replicate(self.data, mesh)
         return self
 
-    def epoch(self, perm):
-        return perm
+    def epoch(self, perm, offset: int):
+        """The epoch's order and first step, on the device (set once per epoch)."""
+        return perm, jnp.asarray(offset, jnp.int32)
 
-    def step(self, state, perm, step: int, offset: int, rest):
-        del step  # the compiled step indexes perm by state.step
-        return _train_step((self.data, perm, jnp.asarray(offset, jnp.int32), *rest), state)
+    def step(self, state, plan, step: int, rest):
+        del step  # the compiled step indexes the order by state.step
+        return _train_step((self.data, *plan, *rest), state)
 
 
 class _HostBatches:
@@ -345,10 +347,11 @@ class _HostBatches:
     def on(self, mesh):
         return self  # each batch is placed on the mesh as it is read
 
-    def epoch(self, perm):
-        return np.asarray(perm)
+    def epoch(self, perm, offset: int):
+        return np.asarray(perm), offset
 
-    def step(self, state, perm, step: int, offset: int, rest):
+    def step(self, state, plan, step: int, rest):
+        perm, offset = plan
         X = self.rows.gather(perm[step - offset]).astype(self.dtype, copy=False)
         if not np.all(np.isfinite(X)):
             raise ValueError(

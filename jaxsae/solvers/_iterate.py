@@ -46,10 +46,9 @@ class AbstractIterativeSolver(eqx.Module):
     def terminate(self, y, state, args) -> tuple[jax.Array, RESULTS]: ...
 
 
-def _checked(solver, y, state, args, finite=None):
-    """``(done, result)``: the solver's test, and ``nonfinite`` for a non-finite iterate."""
+def _checked(solver, y, state, args, finite):
+    """``(done, result)``: the solver's test, and ``nonfinite`` when ``finite`` is False."""
     done, result = solver.terminate(y, state, args)
-    finite = all_finite(y) if finite is None else finite
     return done | ~finite, RESULTS.where(finite, result, RESULTS.nonfinite)
 
 
@@ -84,7 +83,7 @@ class Compiled(AbstractLoop):
         def body(carry):
             y, state, k, _, _ = carry
             y, state = solver.step(y, state, args)
-            return y, state, k + 1, *_checked(solver, y, state, args)
+            return y, state, k + 1, *_checked(solver, y, state, args, all_finite(y))
 
         done, result = solver.terminate(y, state, args)
         carry = (y, state, jnp.asarray(k, jnp.int32), done, result)
