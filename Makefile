@@ -29,11 +29,12 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m slow
 
 # Installs torch (the CPU build on this machine's disk) *before* sae-lens so pip
-# never fetches a GPU build, regenerates the SAELens fixtures and re-checks them.
+# never fetches a GPU build, regenerates the SAELens and sparsify fixtures and re-checks them.
 test-full: $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m pip install --quiet -e '.[test,bench,full]'
 	$(BIN)/python tests/fixtures/make_saelens_fixtures.py
+	$(BIN)/python tests/fixtures/make_sparsify_fixtures.py
 	$(BIN)/python -m pytest $(PYTEST_FLAGS) -m 'slow or full or not slow'
 
 bench: $(STAMP)

@@ -55,6 +55,7 @@ from .io._dictionary_file import (
     load_dictionary as load_dictionary,
     save_dictionary as save_dictionary,
 )
+from .io._saved import saved_lam as saved_lam, saved_objective as saved_objective
 from .certificates._wide import wide_bound as wide_bound
 from .certificates._first_order import Certificate as Certificate
 from .certificates._certify import certify as certify
@@ -106,11 +107,8 @@ from .certificates._amortisation import (
 )
 from .learning._sae_step import TrainState as TrainState
 from .learning._train_sae import TrainResult as TrainResult, train_sae as train_sae
-from .io._saelens import (
-    load_sae as load_sae,
-    load_sae_certificate as load_sae_certificate,
-    save_sae as save_sae,
-)
+from .io._saelens import load_sae_certificate as load_sae_certificate, save_sae as save_sae
+from .io._sae_formats import load_sae as load_sae  # SAELens, Gemma Scope, sparsify, HF cache
 
 # Dictionary learning on the joint problem (THEORY §0, (A))
 from .learning._dl_policy import (
@@ -173,5 +171,12 @@ from ._sharding import (
     shard_rows as shard_rows,
     shard_sae as shard_sae,
 )
+
+# Diagnosis of a trained SAE: distance to an optimum, broken constraints, the nearest optimum
+from .diagnosis import Diagnosis as Diagnosis, diagnose as diagnose
+from .report._diagnosis import write_report as write_report
+
+# Data: synthetic worlds, MiniLM activations, image patches (optional packages looked up lazily)
+from . import data as data
 
 __version__ = "0.1.0"

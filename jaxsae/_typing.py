@@ -8,6 +8,7 @@ inputs (lists of chunks, iterators, callables) are spelled out where accepted.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import jax
 import numpy as np
@@ -15,6 +16,17 @@ import numpy as np
 ArrayLike = jax.Array | np.ndarray
 """An array a user may pass: a JAX array or a NumPy array (a memmap too)."""
 
-Chunks = Sequence[np.ndarray] | Iterator | Callable
-"""Data streamed in pieces: a list of ``(n_i, d)`` chunks, an iterator of chunks, or a
-callable returning a fresh iterator (multi-pass functions)."""
+
+@runtime_checkable
+class RowView(Protocol):
+    """Rows computed on demand: ``view[i:j]`` is a ``(j − i, ·)`` array (e.g. an SAE's codes
+    beside a memmap, ``models._sae_dictionary.StreamedSAECodes``)."""
+
+    shape: tuple
+
+    def __getitem__(self, rows): ...
+
+
+Chunks = Sequence[np.ndarray] | Iterator | Callable | RowView
+"""Data streamed in pieces: a list of ``(n_i, d)`` chunks, an iterator of chunks, a
+callable returning a fresh iterator (multi-pass functions), or a view of rows."""

@@ -65,16 +65,16 @@ def check_rank(x: jax.Array, rank: int, name: str, shape_doc: str) -> None:
         )
 
 
-def check_data(X, n_features: int, dtype, name: str = "X") -> jax.Array:
-    """Validate a data matrix ``(N, d)`` against a dictionary with ``d`` features."""
+def check_data(X, n_features: int, dtype, name: str = "X", model: str = "dictionary") -> jax.Array:
+    """Validate a data matrix ``(N, d)`` against a ``model`` with ``d`` features."""
     X = as_float_array(X, name)
     check_rank(X, 2, name, "(N, d): one data point per row")
     if X.shape[0] == 0:
         raise ValueError(f"{name} is empty (0 points). Pass at least one data point.")
     if X.shape[1] != n_features:
         raise ValueError(
-            f"{name} has {X.shape[1]} features but the dictionary has {n_features}. "
-            "Rows of X are data points; pass X with shape (N, d) matching dictionary.atoms (K, d)."
+            f"{name} has {X.shape[1]} features but the {model} has {n_features}. Rows of "
+            f"{name} are data points; pass {name} with shape (N, {n_features})."
         )
     if X.dtype != dtype:
         X = X.astype(dtype)

@@ -108,9 +108,9 @@ def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path, unchecked):
         == 2
     )
     assert "does not exist" in _error_line(capsys)
-    with pytest.raises(SystemExit) as exc:
-        main(["certify", "--dictionary", dict_path, "--data", data])  # no --lam
-    assert exc.value.code == 2
+    # no --lam, and the file records none (it was saved without lam=)
+    assert main(["certify", "--dictionary", dict_path, "--data", data]) == 2
+    assert "has no recorded λ; pass --lam" in _error_line(capsys)
 
 
 def test_certify_streams_a_memmap_from_the_command_line(files, monkeypatch, capsys):

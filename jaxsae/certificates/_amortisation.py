@@ -59,7 +59,7 @@ def amortisation_gap(
         >>> float(ag.gap), float(ag.kkt.max())
     """
     D = sae_dictionary(sae)
-    X = check_data(X, sae.d_in, sae.dtype)
+    X = check_data(X, sae.d_in, sae.dtype, model="SAE")
     lam = check_lam(lam, sae.dtype)
     Z = sae_codes(sae, X)
     sol = sparse_code(D, X, lam, tol=tol, max_steps=max_steps, chunk_size=chunk_size)

@@ -12,13 +12,14 @@ from .._streaming import pass_for
 from .._typing import ArrayLike, Chunks
 from .._validate import as_float_array, check_data, check_lam
 from ..models._dictionary import Dictionary
+from ..models._sae_dictionary import as_dictionary
 from ..solvers._lasso import sparse_code
 from ._first_order import DEFAULT_SUPPORT_CAP, Certificate, default_certify_tol, first_order_pass
 from ._second_order import second_order as run_second_order
 
 
 def certify(
-    dictionary: Dictionary,
+    dictionary: Dictionary | Real[ArrayLike, "K d"],
     X: Real[ArrayLike, "N d"] | Chunks,
     lam,
     *,
@@ -77,6 +78,7 @@ def certify(
         >>> print(cert.table()); cert.verdict
         >>> cert = jaxsae.certify(D, np.load("acts.npy", mmap_mode="r"), 0.1)  # 2 GB, streamed
     """
+    dictionary = as_dictionary(dictionary, X, fn="jaxsae.certify")
     how = pass_for(X, chunk_size, mesh=mesh, progress=progress, desc="certify")
     dt, K = dictionary.dtype, dictionary.n_atoms
     lam = check_lam(lam, dt)

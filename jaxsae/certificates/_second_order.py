@@ -34,6 +34,7 @@ from .._streaming import Streamed, iter_chunks, pass_for
 from .._typing import ArrayLike, Chunks
 from .._validate import check_lam
 from ..models._dictionary import Dictionary
+from ..models._sae_dictionary import as_dictionary
 from ..solvers._inputs import data_lam_codes
 from ..solvers._lasso import sparse_code
 from ._first_order import default_certify_tol, first_order_measures
@@ -98,7 +99,7 @@ def _prepare(dictionary, X, lam, Z, chunk, tol):
 
 
 def second_order(
-    dictionary: Dictionary,
+    dictionary: Dictionary | Real[ArrayLike, "K d"],
     X: Real[ArrayLike, "N d"] | Chunks,
     lam,
     *,
@@ -156,6 +157,7 @@ def second_order(
         >>> res.verified, res.verdict
         (True, 'strict local minimum (verified: Riemannian Hessian positive definite, ...')
     """
+    dictionary = as_dictionary(dictionary, X, fn="jaxsae.second_order")
     if n_eigs < 1 or max_iter < 1:
         raise ValueError(f"n_eigs and max_iter must be ≥ 1, got {n_eigs} and {max_iter}.")
     if not 0 < tol < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 NAME = "certify"
@@ -10,6 +11,10 @@ EPILOG = """examples:
   jaxsae certify --dictionary dict.safetensors --data X.npy --lam 0.1
   jaxsae certify --dictionary dict.safetensors --data X.npy --lam 0.1 --out cert.json --chunk-size 4096
   jaxsae certify --sae path/to/sae_dir --data X.npy --lam 0.05 --second-order
+  jaxsae certify --dictionary dict.safetensors --data X.npy        # λ recorded by jaxsae train
+
+Without --lam, the λ recorded in the model's metadata when jaxsae saved it is used
+(the command says which).
 """
 
 
@@ -23,12 +28,20 @@ def add_arguments(p) -> None:
         "--data", required=True, metavar="PATH", help="data (N, d) as .npy or .safetensors"
     )
     p.add_argument("--key", default=None, help="tensor name inside a .safetensors data file")
-    p.add_argument("--lam", required=True, type=float, help="λ > 0 (an SAE loss α·Σz has λ = α/2)")
+    p.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        help="λ > 0 (an SAE loss α·Σz has λ = α/2); default: the λ recorded in the model file",
+    )
     p.add_argument("--out", default=None, metavar="PATH", help="write the certificate as JSON here")
     p.add_argument("--chunk-size", type=int, default=None, metavar="N", help="points per chunk")
     p.add_argument("--tol", type=float, default=None, help="tolerance of the verdict")
     p.add_argument(
         "--second-order", action="store_true", help="also run the second-order certificate"
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars (none when stderr is not a terminal)"
     )
 
 
@@ -55,6 +68,8 @@ def run(args) -> int:
                 f"cannot write {args.out}: folder {folder} does not exist. Create it first."
             )
     dtype = np.float32 if args.float32 else np.float64
+    lam, source = jaxsae.saved_lam(args.lam, args.dictionary or args.sae)
+    print(f"λ = {lam:g} ({source})")
     # A .npy is memory-mapped and streamed chunk by chunk: memory bounded by --chunk-size.
     X = jaxsae.load_array(args.data, key=args.key)
     if X.ndim != 2:
@@ -68,15 +83,17 @@ def run(args) -> int:
     cert = jaxsae.certify(
         D,
         X,
-        args.lam,
+        lam,
         codes=codes,
         chunk_size=args.chunk_size,
         tol=args.tol,
         second_order=args.second_order,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     print(cert.table())
     if args.out is not None:
-        payload = {"source": args.dictionary or args.sae, "data": args.data, **cert.to_json()}
+        payload = {"source": args.dictionary or args.sae, "data": args.data, "lam_source": source,
+                   **cert.to_json()}  # fmt: skip
         atomic_write_json(args.out, payload)
         print(f"certificate written to {args.out}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "convex"
 HELP = "solve the convex candidate problem along a path of γ (used atoms, objective, gap)"
 EPILOG = """examples:
@@ -25,6 +27,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --n-sphere (default 0)")
     p.add_argument("--tol", type=float, default=None, help="relative duality-gap tolerance")
     p.add_argument("--max-steps", type=int, default=20000, help="FISTA iterations per γ")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parse_gammas(text: str) -> list[float]:
@@ -65,6 +68,7 @@ def run(args) -> int:
         key=key,
         tol=args.tol,
         max_steps=args.max_steps,
+        progress=not args.quiet and sys.stderr.isatty(),
     )
     wide = jaxsae.wide_limit(X, args.lam)
     rows = _table(path, gammas)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 NAME = "data"
 HELP = "harvest real representations offline: MiniLM activations or image patches"
 EPILOG = """examples:
@@ -75,6 +77,9 @@ def _run_minilm(args) -> int:
     return 0
 
 
+_WARN_GB = 0.5  # files above this size are announced before they are written
+
+
 def _run_patches(args) -> int:
     from pathlib import Path
 
@@ -87,6 +92,13 @@ def _run_patches(args) -> int:
     out = Path(args.out)
     if out.suffix != ".npy":
         raise ValueError(f"the output must be a .npy file, got {out}; e.g. --out patches.npy.")
+    size_gb = args.n * args.size**2 * 4 / 1e9  # float32
+    if size_gb > _WARN_GB:
+        print(
+            f"warning: writing {args.n} × {args.size**2} float32 values ({size_gb:.1f} GB) to "
+            f"{out}; lower --n or --size for a smaller file.",
+            file=sys.stderr,
+        )
     X = jaxsae.data.image_patches(args.n, patch_size=args.size, key=jax.random.key(args.seed))
     with atomic_path(out) as tmp, open(tmp, "wb") as fh:
         np.save(fh, X)

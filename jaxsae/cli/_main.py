@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import _certify, _convert, _convex, _data, _demo, _sweep, _train
+from . import _certify, _convert, _convex, _data, _demo, _diagnose, _sweep, _train
 
 # Subcommands, in the order `jaxsae --help` lists them.
-COMMANDS = [_demo, _train, _certify, _data, _convert, _convex, _sweep]
+COMMANDS = [_demo, _train, _certify, _diagnose, _data, _convert, _convex, _sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

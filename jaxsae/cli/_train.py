@@ -41,6 +41,11 @@ def add_arguments(p) -> None:
         "--out", required=True, help="output: SAE folder, or dictionary .safetensors file"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="--dictionary: exit with status 1 unless the first-order tolerance was met",
+    )
 
 
 def run(args) -> int:
@@ -56,25 +61,21 @@ def run(args) -> int:
         raise ValueError(f"--data must be a 2-d (N, d) array, got shape {X.shape}.")
     if args.width < 1:
         raise ValueError(f"--width must be ≥ 1, got {args.width}.")
+    if args.steps < 1:
+        raise ValueError(f"--steps must be ≥ 1 (optimisation steps), got {args.steps}.")
+    if args.lam is not None and not args.lam > 0:
+        raise ValueError(f"--lam must be a number > 0 (λ of THEORY §0), got {args.lam}.")
     key = jax.random.key(args.seed)
     needs_lam = args.dictionary or args.sae in ("relu", "jumprelu")
     if needs_lam and args.lam is None:
         raise ValueError("--lam is required (λ > 0, THEORY §0) for this model.")
     if args.dictionary:
-        if args.checkpoint_dir is not None:  # checkpoints need the data in memory
-            X = np.asarray(X)
-        D, hist = jaxsae.learn_dictionary(  # a .npy memmap is streamed chunk by chunk
-            X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
-            checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
-            dtype=dtype,
-        )  # fmt: skip
-        jaxsae.save_dictionary(D, args.out)
-        print(
-            f"learned {args.width} atoms; objective {float(hist.objective[-1]):.10g}; "
-            f"max Riemannian gradient {float(hist.grad_norm[-1]):.2e}; saved {args.out}"
-        )
-        return 0
+        return _dictionary(args, X, key, dtype)
+    if args.strict:
+        raise ValueError("--strict applies to --dictionary (an SAE has no first-order tolerance).")
     if args.sae == "topk":
+        if args.lam is not None:
+            raise ValueError("--sae topk has no λ (its k sets the sparsity); drop --lam.")
         if args.k is None:
             raise ValueError("--sae topk needs --k (active latents per input).")
         activation = jaxsae.TopK(args.k)
@@ -95,11 +96,43 @@ def run(args) -> int:
         checkpoint_every=max(args.steps // 10, 1) if args.checkpoint_dir else None,
         progress=not args.quiet,
     )
-    path = jaxsae.save_sae(result.sae, args.out)
+    path = jaxsae.save_sae(result.sae, args.out, **result.objective)
     h = result.history
     print(
         f"trained {args.sae} SAE (d_sae={args.width}) for {args.steps} steps; "
         f"L0 {float(h['l0'][-1]):.2f}, explained variance {float(h['explained_variance'][-1]):.4f} "
         f"(1 − E‖x−x̂‖²/(E‖x‖²−‖Ex‖²)); saved {path}"
+        + ("" if result.lam is None else f" with λ = {result.lam:g} recorded")
     )
     return 0
+
+
+def _dictionary(args, X, key, dtype) -> int:
+    """Learn a dictionary, save it with its λ, and say whether it met the tolerance."""
+    import numpy as np
+
+    import jaxsae
+    from jaxsae.learning._dl_setup import LearningResult, default_learning_tol
+
+    if args.checkpoint_dir is not None:  # checkpoints need the data in memory
+        X = np.asarray(X)
+    D, hist = jaxsae.learn_dictionary(  # a .npy memmap is streamed chunk by chunk
+        X, args.width, args.lam, key=key, max_steps=args.steps, progress=not args.quiet,
+        checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
+        dtype=dtype,
+    )  # fmt: skip
+    jaxsae.save_dictionary(D, args.out, lam=args.lam)
+    grad, align = float(hist.grad_norm[-1]), float(hist.alignment[-1])
+    tol = default_learning_tol(dtype)
+    measures = f"max Riemannian gradient {grad:.2e}, (A) alignment error {align:.2e}"
+    if bool(hist.converged):
+        status = f"first-order stationary ({measures} ≤ tol {tol:g})"
+    else:
+        stalled = bool(hist.result == LearningResult.stalled)
+        why = "stalled at the rounding floor" if stalled else f"stopped at --steps {args.steps}"
+        status = f"not converged ({measures}, tol {tol:g}; {why})"
+    print(
+        f"learned {args.width} atoms; objective {float(hist.objective[-1]):.10g}; {status}; "
+        f"saved {args.out} with λ = {args.lam:g} recorded"
+    )
+    return 1 if args.strict and not bool(hist.converged) else 0

@@ -34,6 +34,7 @@ def candidate_path(
     check_every: int = 20,
     n_sphere: int = 0,
     key: Array | None = None,
+    progress: bool = False,
 ) -> CandidateSolution:
     """Solve the candidate problem of THEORY §6 along a path of γ values.
 
@@ -48,6 +49,9 @@ def candidate_path(
         gammas: ``(G,)`` values of γ ≥ 0.
         candidates, tol, max_steps, init, check_every, n_sphere, key: as in
             :func:`jaxsae.solve_candidate_problem` (``init`` starts the first problem).
+        progress: a progress bar over γ (FISTA steps and relative gap of each γ).
+            The problems are then solved one compiled call per γ, from Python, with the
+            same warm starts: the same path.
 
     Returns:
         A :class:`CandidateSolution` whose fields carry a leading ``(G,)`` axis
@@ -67,13 +71,18 @@ def candidate_path(
         )
     if is_concrete(gammas) and not bool(jnp.all(jnp.isfinite(gammas) & (gammas >= 0))):
         raise ValueError(f"every γ must be a finite number ≥ 0, got {gammas.tolist()}.")
-    return _path(
-        X,
-        C,
-        lam,
-        gammas,
-        init,
-        jnp.asarray(tol, X.dtype),
-        jnp.asarray(max_steps, jnp.int32),
-        int(check_every),
-    )
+    tol, max_steps = jnp.asarray(tol, X.dtype), jnp.asarray(max_steps, jnp.int32)
+    if not progress:
+        return _path(X, C, lam, gammas, init, tol, max_steps, int(check_every))
+    from tqdm.auto import tqdm
+
+    sols, Z = [], init
+    with tqdm(total=gammas.shape[0], desc="candidate path", unit="γ") as bar:
+        for gamma in gammas:
+            sol = _solve(X, C, lam, gamma, Z, tol, max_steps, int(check_every))
+            Z = sol.codes
+            gap = f"{float(sol.relative_gap):.1e}"
+            bar.set_postfix(gamma=f"{float(gamma):g}", steps=int(sol.steps), rel_gap=gap)
+            bar.update(1)
+            sols.append(sol)
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *sols)

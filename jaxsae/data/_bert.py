@@ -20,10 +20,11 @@ from .._typing import ArrayLike
 
 
 class Dense(eqx.Module):
-    """``x ↦ W x + b`` with ``W`` stored ``(out, in)`` as in PyTorch."""
+    """``x ↦ W x + b`` with ``W`` stored ``(out, in)`` as in PyTorch (a leading ``layers``
+    axis when the encoder's layers are stacked for ``lax.scan``)."""
 
-    weight: Float[Array, "out in"]
-    bias: Float[Array, " out"]
+    weight: Float[Array, "*layers out in"]
+    bias: Float[Array, "*layers out"]
 
     def __call__(self, x: Real[ArrayLike, "... in"]) -> Float[Array, "... out"]:
         return x @ self.weight.T + self.bias
@@ -32,8 +33,8 @@ class Dense(eqx.Module):
 class LayerNorm(eqx.Module):
     """LayerNorm over the last axis (biased variance, as PyTorch)."""
 
-    weight: Float[Array, " d"]
-    bias: Float[Array, " d"]
+    weight: Float[Array, "*layers d"]
+    bias: Float[Array, "*layers d"]
     eps: float = eqx.field(static=True, default=1e-12)
 
     def __call__(self, x: Real[ArrayLike, "... d"]) -> Float[Array, "... d"]:
@@ -99,7 +100,9 @@ class BertEncoder(eqx.Module):
         return eqx.tree_at(lambda m: m.blocks, self, blocks)
 
     def __call__(
-        self, ids: Int[ArrayLike, " T"], mask: Bool[ArrayLike, " T"] | None = None
+        self,
+        ids: Int[ArrayLike, " T"],
+        mask: Bool[ArrayLike, " T"] | Int[ArrayLike, " T"] | None = None,
     ) -> Float[Array, "layers_plus_1 T d"]:
         if ids.ndim != 1:
             raise ValueError(

@@ -2,13 +2,15 @@
 
 ``atoms`` ``(K, d)``, ``bias`` ``(d,)`` and ``mask`` ``(K,)`` (uint8) tensors, with
 metadata ``{"format": "jaxsae.dictionary", "version": "1", "free_bias": "0|1",
-"sha256": …}`` (the digest of the tensors, checked on load when present).
+"sha256": …}`` (the digest of the tensors, checked on load when present) and, when
+saved with ``lam=``, ``"jaxsae_objective"``: what it was fitted for (``_provenance``).
 A dictionary can also be exported as a SAELens ``standard`` SAE (see the SAE
 file functions) whose decoder is the dictionary; that direction loses nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -16,14 +18,36 @@ import numpy as np
 from .._atomic import atomic_path
 from ..models._dictionary import Dictionary
 from ._checks import check_digest, finite_tensor, regular_file, tensors_digest
+from ._provenance import KEY, objective_record
 
 FORMAT = "jaxsae.dictionary"
 VERSION = "1"
 
 
-def save_dictionary(dictionary: Dictionary, path: str | os.PathLike) -> None:
-    """Save a dictionary to ``path`` (``.safetensors``), atomically; dtype preserved."""
+def save_dictionary(
+    dictionary: Dictionary,
+    path: str | os.PathLike,
+    *,
+    lam=None,
+    data_transform: dict | None = None,
+) -> None:
+    """Save a dictionary to ``path`` (``.safetensors``), atomically; dtype preserved.
+
+    Args:
+        dictionary: the dictionary.
+        path: the file.
+        lam: the λ it was learned for (THEORY §0), recorded in the file's metadata with
+            the objective's convention, so ``certify`` / ``diagnose`` use it when no λ
+            is given (``jaxsae.saved_objective`` reads it back).
+        data_transform: what was done to the data before learning (e.g.
+            ``{"center": True, "scale": 0.37}``), recorded beside λ.
+    """
     from safetensors.numpy import save_file
+
+    if not isinstance(dictionary, Dictionary):
+        raise ValueError(
+            f"save_dictionary needs a jaxsae.Dictionary, got {type(dictionary).__name__}."
+        )
 
     tensors = {
         "atoms": np.ascontiguousarray(np.asarray(dictionary.atoms)),
@@ -32,8 +56,31 @@ def save_dictionary(dictionary: Dictionary, path: str | os.PathLike) -> None:
     }
     meta = {"format": FORMAT, "version": VERSION, "free_bias": str(int(dictionary.free_bias))}
     meta["sha256"] = tensors_digest(tensors)  # any later change to the data is detected
+    if lam is not None or data_transform is not None:
+        meta[KEY] = json.dumps(objective_record(lam, data_transform=data_transform))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+
+
+def _read(path):
+    """``(metadata, tensors)`` of a safetensors file, or one ``ValueError`` line."""
+    from safetensors import SafetensorError, safe_open
+
+    path = regular_file(path, "dictionary file")
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({err}). Is it truncated?"
+        ) from None
+    return path, meta, tensors
+
+
+def dictionary_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a dictionary file (strings, as stored)."""
+    return _read(path)[1]
 
 
 def load_dictionary(path: str | os.PathLike) -> Dictionary:
@@ -46,18 +93,8 @@ def load_dictionary(path: str | os.PathLike) -> Dictionary:
     computes in, and their atoms renormalised. Every failure is one ``ValueError`` line (e.g. a SAELens
     ``sae_weights.safetensors``: use ``load_sae`` and ``sae_dictionary`` for those).
     """
-    from safetensors import SafetensorError, safe_open
-
-    path = regular_file(path, "dictionary file")
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            meta = fh.metadata() or {}
-            names = set(fh.keys())
-            tensors = {k: fh.get_tensor(k) for k in names}
-    except (SafetensorError, OSError, ValueError, TypeError) as err:
-        raise ValueError(
-            f"{path} is not a readable safetensors file ({err}). Is it truncated?"
-        ) from None
+    path, meta, tensors = _read(path)
+    names = set(tensors)
     if meta.get("format") != FORMAT:
         hint = (
             " It looks like a SAELens SAE: use --sae DIR / jaxsae.load_sae."

@@ -28,6 +28,7 @@ from ._checks import (
     regular_file,
     tensors_digest,
 )
+from ._provenance import KEY, objective_record
 
 CFG = "cfg.json"
 WEIGHTS = "sae_weights.safetensors"
@@ -86,7 +87,14 @@ def _summary(certificate: dict) -> dict:
 
 
 def save_sae(
-    sae: SAE, path, *, certificate: dict | None = None, metadata: dict | None = None
+    sae: SAE,
+    path,
+    *,
+    certificate: dict | None = None,
+    metadata: dict | None = None,
+    lam=None,
+    penalty: str | None = None,
+    data_transform: dict | None = None,
 ) -> Path:
     """Save an SAE as a SAELens folder (``cfg.json`` + ``sae_weights.safetensors``); dtype preserved.
 
@@ -102,6 +110,12 @@ def save_sae(
             weights; its scalar entries are also copied to ``cfg.json``'s metadata
             under ``"jaxsae_certificate"`` (SAELens keeps unknown metadata keys).
         metadata: extra entries for ``cfg.json``'s ``metadata``.
+        lam, penalty, data_transform: what the SAE was trained for, recorded in the
+            metadata as ``jaxsae_objective`` (``_provenance``): λ of THEORY §0 (for
+            ``L1`` / ``DecoderNormL1`` training; ``None`` for TopK), the penalty's
+            name and the data's transform. ``TrainResult.objective`` holds all three
+            for a ``train_sae`` run: ``save_sae(out.sae, path, **out.objective)``.
+            ``certify`` and ``diagnose`` use the recorded λ when none is given.
 
     Example:
         >>> jaxsae.save_sae(sae, "my_sae", certificate={"kkt_max": 1e-9})
@@ -116,6 +130,11 @@ def save_sae(
     meta = {"sae_lens_version": SAELENS_FORMAT_VERSION, "written_by": "jaxsae", **(metadata or {})}
     if certificate is not None:
         meta["jaxsae_certificate"] = _summary(certificate)
+    if lam is not None or penalty is not None or data_transform is not None:
+        weight = lam
+        lam = lam if penalty in (None, "L1", "DecoderNormL1") else None
+        meta[KEY] = objective_record(lam, penalty=penalty or "L1", penalty_weight=weight,
+                                     data_transform=data_transform)  # fmt: skip
     cfg = {
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
@@ -160,7 +179,8 @@ def load_sae_certificate(path) -> dict | None:
     return out
 
 
-def _read_cfg(folder: Path) -> dict:
+def read_cfg(folder: Path) -> dict:
+    """``folder/cfg.json`` as a JSON object, or one ``ValueError`` line."""
     file = folder / CFG
     text = read_text(file, "SAE config")
     try:
@@ -170,6 +190,12 @@ def _read_cfg(folder: Path) -> dict:
     if not isinstance(cfg, dict):
         raise ValueError(f"{file} must hold a JSON object, got {type(cfg).__name__}.")
     return cfg
+
+
+def sae_metadata(path) -> dict:
+    """``cfg.json``'s ``metadata`` object of an SAE folder (empty when it has none)."""
+    folder = Path(path)
+    return field(read_cfg(folder), "metadata", dict, folder / CFG, default={})
 
 
 def _architecture_of(cfg: dict, file: Path, d_sae: int) -> tuple[str, int | None]:
@@ -218,11 +244,12 @@ def _normalisation(cfg: dict, file: Path) -> None:
         )
 
 
-def _read_weights(folder: Path) -> dict[str, np.ndarray]:
+def read_weights(file: Path) -> dict[str, np.ndarray]:
+    """The finite tensors of a safetensors file, or one ``ValueError`` line."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    file = regular_file(folder / WEIGHTS, "SAE weights")
+    file = regular_file(file, "SAE weights")
     try:
         tensors = load_file(str(file))
     except (SafetensorError, OSError, ValueError, TypeError) as err:
@@ -232,7 +259,7 @@ def _read_weights(folder: Path) -> dict[str, np.ndarray]:
     return {n: finite_tensor(n, a, file) for n, a in tensors.items()}
 
 
-def load_sae(path) -> SAE:
+def load_saelens(path) -> SAE:
     """Load an SAE saved by SAELens (≥ 6 or legacy) or by ``save_sae``; dtype preserved.
 
     Everything read is checked: regular files only (no folders, FIFOs or devices),
@@ -259,7 +286,7 @@ def load_sae(path) -> SAE:
         raise ValueError(f"{folder} has no {WEIGHTS}.")
     if not (folder / CFG).exists():
         raise ValueError(f"{folder} has no {CFG}.")
-    cfg = _read_cfg(folder)
+    cfg = read_cfg(folder)
     file = folder / CFG
     d_in = positive_int(cfg, "d_in", file)
     d_sae = positive_int(cfg, "d_sae", file)
@@ -271,12 +298,14 @@ def load_sae(path) -> SAE:
     if dtype_name is not None and dtype_name.removeprefix("torch.") not in _DTYPES:
         raise ValueError(f"{file}: dtype {dtype_name!r} is not one of {sorted(_DTYPES)}.")
     meta = field(cfg, "metadata", dict, file, default={})
-    tensors = _read_weights(folder)
+    tensors = read_weights(folder / WEIGHTS)
     check_digest(tensors, meta.get("jaxsae_weights_sha256"), folder / WEIGHTS)
-    return _build(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder)
+    return build_sae(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder / WEIGHTS)
 
 
-def _build(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder) -> SAE:
+def build_sae(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, file) -> SAE:
+    """An SAE from SAELens-named tensors (``W_enc (d_in, d_sae)``, ``b_enc``, ``W_dec
+    (d_sae, d_in)``, ``b_dec``, JumpReLU's ``threshold``), every name and shape checked."""
     shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, d_in), "b_dec": (d_in,)}
     if arch == "jumprelu":
         shapes["threshold"] = (d_sae,)
@@ -286,24 +315,24 @@ def _build(d_in, d_sae, arch, k, apply_b_dec, rescale, tensors, folder) -> SAE:
             scale = tensors.pop(name)
             if scale.shape != (d_sae,):
                 raise ValueError(
-                    f"{folder / WEIGHTS}: {name} has shape {scale.shape}, expected ({d_sae},) "
-                    f"(one factor per latent, d_sae={d_sae} in {CFG})."
+                    f"{file}: {name} has shape {scale.shape}, expected ({d_sae},) "
+                    f"(one factor per latent, d_sae={d_sae})."
                 )
     if set(tensors) != set(shapes):
         raise ValueError(
-            f"{folder / WEIGHTS} holds tensors {sorted(tensors)} but a {arch} SAE needs {sorted(shapes)}."
+            f"{file} holds tensors {sorted(tensors)} but a {arch} SAE needs {sorted(shapes)}."
         )
     for name, shape in shapes.items():
         if tensors[name].shape != shape:
             raise ValueError(
-                f"{folder / WEIGHTS}: {name} has shape {tensors[name].shape}, expected {shape} "
-                f"(d_in={d_in}, d_sae={d_sae} in {CFG})."
+                f"{file}: {name} has shape {tensors[name].shape}, expected {shape} "
+                f"(d_in={d_in}, d_sae={d_sae})."
             )
     t = {n: jnp.asarray(a) for n, a in tensors.items()}
     dtype = t["W_enc"].dtype
     if len({a.dtype for a in t.values()}) != 1:
         raise ValueError(
-            f"{folder / WEIGHTS}: tensors have mixed dtypes {sorted({str(a.dtype) for a in t.values()})}."
+            f"{file}: tensors have mixed dtypes {sorted({str(a.dtype) for a in t.values()})}."
         )
     W_enc, b_enc, W_dec = t["W_enc"], t["b_enc"], t["W_dec"]
     if scale is not None:

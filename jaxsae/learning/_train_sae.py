@@ -34,7 +34,7 @@ from .._checkpoint import (
 from .._lock import RunLock
 from .._rows import Rows
 from .._sharding import check_batch_divisible, replicate, resolve_data_mesh
-from .._validate import as_float_array, check_finite
+from .._validate import as_float_array, check_finite, check_lam
 from ..models._penalties import AbstractPenalty, default_penalty
 from ..models._sae import SAE
 from ._sae_step import _ADAM, LinearSchedule, TrainState, _train_batch_step, _train_step, _unit_rows
@@ -46,7 +46,8 @@ class TrainResult(eqx.Module):
     Attributes:
         sae: the trained SAE.
         history: metric name → array over the logged steps: ``step``, ``loss``,
-            ``mse`` (``E‖x − x̂‖²``), ``l0``, ``explained_variance`` (THEORY §7b:
+            ``mse`` (``E‖x − x̂‖²``, the full squared error; the loss uses half of
+            it, ``½‖x − x̂‖²``, as THEORY §0 does), ``l0``, ``explained_variance`` (THEORY §7b:
             ``1 − E‖x − x̂‖² / (E‖x‖² − ‖E x‖²)`` on the batch), ``shrinkage``
             (``E‖x̂‖²/E⟨x, x̂⟩``), ``dead`` (latents silent for ``dead_after``
             steps), ``dense`` (firing rate above ``dense_threshold`` since the
@@ -54,6 +55,8 @@ class TrainResult(eqx.Module):
         dead_latents: ``(K,)`` latents that did not fire in the last ``dead_after`` steps.
         state: the final ``TrainState`` (optax state included).
         resumed_from: the checkpoint step the run resumed from (0 for a fresh run).
+        lam: the penalty's weight (``None`` for ``NoPenalty``, e.g. TopK).
+        penalty: the penalty's name (``"L1"``, ``"DecoderNormL1"``, ``"L0"``, ``"NoPenalty"``).
     """
 
     sae: SAE
@@ -61,6 +64,14 @@ class TrainResult(eqx.Module):
     dead_latents: Bool[Array, " K"]
     state: TrainState
     resumed_from: int = eqx.field(static=True)
+    lam: float | None = eqx.field(static=True, default=None)
+    penalty: str = eqx.field(static=True, default="L1")
+
+    @property
+    def objective(self) -> dict:
+        """What the SAE was trained for, as ``save_sae`` records it:
+        ``save_sae(out.sae, path, **out.objective)``."""
+        return {"lam": self.lam, "penalty": self.penalty}
 
 
 @eqx.filter_jit
@@ -207,12 +218,17 @@ def _mesh(mesh, sae: SAE, batches, batch_size: int):
 def _penalty_and_lam(sae: SAE, penalty, lam):
     penalty = default_penalty(sae.activation) if penalty is None else penalty
     if not penalty.needs_lam:
-        lam = 0.0 if lam is None else lam
-    elif lam is None:
+        if lam is not None:
+            raise ValueError(
+                f"{type(penalty).__name__}() has no sparsity weight, so lam={lam} would be ignored; "
+                "drop lam= (TopK's k sets the sparsity) or pass penalty=jaxsae.L1()."
+            )
+        return penalty, jnp.zeros((), sae.dtype)
+    if lam is None:
         raise ValueError(
             f"{type(penalty).__name__}() needs lam=... (the weight of the sparsity penalty)."
         )
-    return penalty, jnp.asarray(lam, sae.dtype)
+    return penalty, check_lam(lam, sae.dtype)
 
 
 def _optimizer(optimizer, dtype, lr, warmup, steps, decay):
@@ -278,6 +294,8 @@ def _train(state, data, fingerprint, checkpoint_dir, start, history, *, mesh, la
         dead_latents=state.since_fired >= dead_after,
         state=state,
         resumed_from=start,
+        lam=float(lam) if penalty.needs_lam else None,
+        penalty=type(penalty).__name__,
     )
 
 

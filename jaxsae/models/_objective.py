@@ -8,6 +8,7 @@ from jaxtyping import Array, Float, Real
 from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam, check_rank
 from ._dictionary import Dictionary
+from ._sae_dictionary import as_dictionary
 
 
 def residuals(
@@ -33,7 +34,10 @@ def checked_problem(dictionary, X, Z, lam):
 
 
 def objective(
-    dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"], lam
+    dictionary: Dictionary | Real[ArrayLike, "K d"],
+    X: Real[ArrayLike, "N d"],
+    Z: Real[ArrayLike, "N K"],
+    lam,
 ) -> Float[Array, ""]:
     """The joint objective (THEORY §0), a per-point mean so λ means the same at every N:
 
@@ -48,6 +52,7 @@ def objective(
     Returns:
         The scalar ``L``.
     """
+    dictionary = as_dictionary(dictionary, X, fn="jaxsae.objective")
     X, Z, lam = checked_problem(dictionary, X, Z, lam)
     R = residuals(dictionary, X, Z)
     l1 = jnp.sum(jnp.where(dictionary.mask, Z, 0), axis=1)

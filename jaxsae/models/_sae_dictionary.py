@@ -19,6 +19,31 @@ def _certificate_dtype(dtype):
     return jnp.dtype(dtype) if jnp.dtype(dtype).itemsize >= 4 else jnp.dtype(jnp.float32)
 
 
+def as_dictionary(dictionary, X=None, *, fn: str = "this function") -> Dictionary:
+    """The ``Dictionary`` argument of ``fn``: a ``Dictionary`` as is, a ``(K, d)`` array
+    of atoms as ``Dictionary(atoms)`` (rows normalised, no bias); anything else, an SAE
+    or arguments passed in the wrong order, is one ``ValueError`` saying what to pass."""
+    if isinstance(dictionary, Dictionary):
+        return dictionary
+    if isinstance(X, Dictionary | SAE):
+        raise ValueError(
+            f"{fn} takes the dictionary first and the data second; the second argument is a "
+            f"{type(X).__name__}. Swap them: {fn}(dictionary, X, ...)."
+        )
+    if isinstance(dictionary, SAE):
+        raise ValueError(
+            f"{fn} takes a jaxsae.Dictionary, got an SAE. Pass its decoder as a dictionary, "
+            "jaxsae.sae_dictionary(sae), and its own codes as codes=jaxsae.sae_codes(sae, X) "
+            "where the function takes codes (or use jaxsae.amortisation_gap / jaxsae.diagnose)."
+        )
+    if getattr(dictionary, "ndim", None) == 2:  # a (K, d) array of atoms, one per row
+        return Dictionary(dictionary)
+    raise ValueError(
+        f"{fn} takes a jaxsae.Dictionary or a (K, d) array of atoms (one per row), got "
+        f"{type(dictionary).__name__}{'' if getattr(dictionary, 'shape', None) is None else f' of shape {tuple(dictionary.shape)}'}."
+    )
+
+
 def _norms(sae: SAE):
     n = sae.decoder_norms()
     return n, n > 0
@@ -52,7 +77,7 @@ def _codes(sae: SAE, X):
 
 def sae_codes(sae: SAE, X: Real[ArrayLike, "N d"]) -> Float[Array, "N K"]:
     """The SAE's codes in the folded dictionary's scale: ``z_k ← z_k ‖W_dec[k]‖`` (THEORY §0)."""
-    X = check_data(X, sae.d_in, sae.dtype)
+    X = check_data(X, sae.d_in, sae.dtype, model="SAE")
     return _codes(sae, X).astype(_certificate_dtype(sae.dtype))
 
 

@@ -9,6 +9,7 @@ from jaxtyping import Array, Float, Real
 from .._typing import ArrayLike
 from ..models._dictionary import Dictionary
 from ..models._objective import checked_problem
+from ..models._sae_dictionary import as_dictionary
 
 
 def point_gap(z, g, r_sq, lam, mask):
@@ -88,7 +89,10 @@ def kkt_from_parts(Z, G, R, lam, mask) -> KKTResidual:
 
 
 def kkt_residual(
-    dictionary: Dictionary, X: Real[ArrayLike, "N d"], Z: Real[ArrayLike, "N K"], lam
+    dictionary: Dictionary | Real[ArrayLike, "K d"],
+    X: Real[ArrayLike, "N d"],
+    Z: Real[ArrayLike, "N K"],
+    lam,
 ) -> KKTResidual:
     """KKT residuals and duality gaps of codes ``Z`` for ``min_{z≥0} ½‖y−Dz‖² + λ1ᵀz`` (THEORY §1).
 
@@ -99,6 +103,7 @@ def kkt_residual(
         >>> res = jaxsae.kkt_residual(D, X, sol.codes, 0.1)
         >>> float(res.max()), float(res.gap.max())   # both ~0 at the optimum
     """
+    dictionary = as_dictionary(dictionary, X, fn="jaxsae.kkt_residual")
     X, Z, lam = checked_problem(dictionary, X, Z, lam)
     Zm = jnp.where(dictionary.mask, Z, 0)
     R = X - dictionary.bias - Zm @ dictionary.atoms

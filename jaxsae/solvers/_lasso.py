@@ -30,6 +30,7 @@ from .._sharding import place_on, resolve_data_mesh
 from .._typing import ArrayLike
 from .._validate import as_float_array, check_data, check_lam, is_concrete
 from ..models._dictionary import Dictionary
+from ..models._sae_dictionary import as_dictionary
 from ._bcd import block_lipschitz
 from ._coder import CoderSettings, _Problem, _solve_chunk
 from ._homotopy import homotopy as jax_homotopy
@@ -164,7 +165,7 @@ def _check_scale(X, dictionary) -> None:
 
 
 def sparse_code(
-    dictionary: Dictionary,
+    dictionary: Dictionary | Real[ArrayLike, "K d"],
     X: Real[ArrayLike, "N d"],
     lam,
     *,
@@ -230,6 +231,7 @@ def sparse_code(
         >>> sol = jaxsae.sparse_code(D, X, 0.1)
         >>> float(sol.gap.max())   # certified sub-optimality of the worst point
     """
+    dictionary = as_dictionary(dictionary, X, fn="jaxsae.sparse_code")
     X = check_data(X, dictionary.n_features, dictionary.dtype)
     lam = check_lam(lam, dictionary.dtype)
     N, K = X.shape[0], dictionary.n_atoms
