@@ -83,3 +83,15 @@ def test_diagnose_bad_input_gets_one_line(tmp_path, data, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxsae diagnose: error:") and "holds no SAE" in err
     assert len(err.splitlines()) == 1
+
+
+def test_token_contexts_stay_inside_their_window():
+    from jaxsae.cli._diagnose import _Contexts
+
+    tok = {
+        "strings": np.array(["to", "be", "or", "not", "to", "be"]),
+        "window": np.array([0, 0, 0, 0, 1, 1]),
+    }
+    ctx = _Contexts(tok, width=2)
+    assert ctx[2] == "to be [or] not"  # row 4 is in the next window: not shown
+    assert ctx[4] == "[to] be"

@@ -126,8 +126,24 @@ def test_harvest_is_offline_and_matches_the_model(reference_harvest, model):
     windows = jd.token_windows(jd.load_minilm_tokenizer(), 10, 32)
     direct = np.asarray(jax.vmap(model)(jnp.asarray(windows)))[:, 2, 1:-1].reshape(-1, 384)
     np.testing.assert_allclose(X, direct[:300], atol=2e-5)
+    # The token sidecar: row i is the token the model saw at (window, position) of row i.
+    tok = jd.load_tokens(reference_harvest)
+    np.testing.assert_array_equal(tok["ids"], windows[tok["window"], tok["position"]])
+    np.testing.assert_array_equal(tok["stream_index"], np.arange(300))
+    np.testing.assert_allclose(
+        X, direct_at(model, windows, tok["window"], tok["position"]), atol=2e-5
+    )
+    strings = jd.load_minilm_tokenizer().decode(tok["ids"][:20].tolist())
+    assert strings.replace(" ", "").startswith("".join(tok["strings"][:3]).replace("##", ""))
     leftovers = _listing(reference_harvest.parent)
-    assert leftovers == ["acts.json", "acts.npy"]
+    assert leftovers == ["acts.json", "acts.npy", "acts.tokens.npz"]
+
+
+def direct_at(model, windows, window, position):
+    """Layer 2's hidden state of ``windows[window]`` at ``position``, row by row, from the
+    untruncated model."""
+    hidden = np.asarray(jax.vmap(model)(jnp.asarray(windows)))[:, 2]
+    return hidden[window, position]
 
 
 def _listing(folder):
@@ -144,14 +160,17 @@ def test_harvest_resumes_to_identical_file(reference_harvest, tmp_path, offline)
     assert json.loads((tmp_path / "acts.npy.progress.json").read_text())["rows_done"] == 180
     assert jd.harvest_activations(out, **SMALL) == out
     assert out.read_bytes() == reference_harvest.read_bytes()
-    assert _listing(tmp_path) == ["acts.json", "acts.npy"]
+    # the tokens stay in step with the rows however the harvest was split
+    same = out.with_suffix(".tokens.npz").read_bytes()
+    assert same == reference_harvest.with_suffix(".tokens.npz").read_bytes()
+    assert _listing(tmp_path) == ["acts.json", "acts.npy", "acts.tokens.npz"]
     # a finished file with the same settings is kept, not recomputed
     mtime = out.stat().st_mtime_ns
     assert jd.harvest_activations(out, **SMALL) == out and out.stat().st_mtime_ns == mtime
     # killed between the final rename and removing the progress file: tidied, not redone
     (tmp_path / "acts.npy.progress.json").write_text("{}")
     assert jd.harvest_activations(out, **SMALL) == out and out.stat().st_mtime_ns == mtime
-    assert _listing(tmp_path) == ["acts.json", "acts.npy"]
+    assert _listing(tmp_path) == ["acts.json", "acts.npy", "acts.tokens.npz"]
     # other settings for the same path recompute it
     assert jd.harvest_activations(out, **dict(SMALL, n_tokens=40)) == out
     assert np.load(out).shape == (40, 384) and jd.representation_info(out)["tokens"] == 40

@@ -66,8 +66,11 @@ def test_one_rotated_atom_moves_and_only_it_is_flagged():
     theta = 0.3
     rotated = atoms.copy()
     rotated[0] = np.cos(theta) * atoms[0] + np.sin(theta) * np.eye(6)[4]
-    dg = jaxsae.diagnose(_sae(rotated), X, LAM, max_steps=300)
+    dg = jaxsae.diagnose(_sae(rotated), X, LAM, max_steps=300, second_order=True)
     out = dg.to_json()
+    # the second-order verdict is the library's own at the learned optimum
+    at = jaxsae.second_order(dg.nearest["dictionary"], X, LAM)
+    assert out["nearest_optimum"]["second_order"] == at.verdict
     align = np.asarray(out["alignment_error"])
     assert align[0] > 1e-2 and np.all(align[1:] < 1e-8)
     near = out["nearest_optimum"]
@@ -85,9 +88,19 @@ def test_nested_child_is_an_absorption_candidate():
         [a * p for a in (0.5, 0.9)] * 3 + [a * p + b * c for a in (0.5, 0.9) for b in (0.4, 0.7)]
     )
     sae = _sae(np.stack([p, c]))
-    dg = jaxsae.diagnose(sae, X, LAM, nearest=False)
+    labels = [f"row{i}" for i in range(len(X))]
+    dg = jaxsae.diagnose(sae, X, LAM, nearest=False, top=3, tokens=labels)
     out = dg.to_json()
-    assert out["nested_pairs"] == [[1, 0]]  # child c fires only where parent p fires
+    # top-activating rows over all points: the largest codes, against NumPy's sort
+    Z = np.maximum(X @ np.stack([p, c]).T - LAM, 0)
+    for k in (0, 1):
+        ex = out["examples"][str(k)]
+        np.testing.assert_allclose(ex["codes"], np.sort(Z[:, k])[::-1][:3])
+        np.testing.assert_allclose(Z[ex["rows"], k], ex["codes"])
+        assert ex["tokens"] == [labels[r] for r in ex["rows"]]
+    assert out["nested_pairs"] == [
+        [1, 0]
+    ]  # child c fires only where parent p fires (dead 2, 3: no)
     assert abs(out["amortisation_gap"]) < 1e-14  # orthonormal atoms: the encoder is exact
     assert "nearest_optimum" not in out
     assert dg.flagged() == {0: ["parent of 1", "dense"], 1: ["nested in 0", "dense"]}

@@ -52,19 +52,15 @@ def test_train_cli_bad_arguments_get_one_line(tmp_path, data_file, capsys, args,
 
 
 def test_train_dictionary_says_whether_it_converged_and_strict_exits_1(tmp_path, data_file, capsys):
+    """Not converged: the line says so and --strict exits 1. (The converged line is checked
+    against a certificate in test_cli_train_convert.)"""
     out = tmp_path / "d.safetensors"
-    base = ["--dictionary", "--width", "4", "--lam", "0.1"]
-    assert _train(data_file, out, *base, "--steps", "2", "--strict") == 1
+    base = ["--dictionary", "--width", "4", "--lam", "0.1", "--steps", "2"]
+    assert _train(data_file, out, *base, "--strict") == 1
     line = capsys.readouterr().out
     assert "not converged (max Riemannian gradient" in line and "stopped at --steps 2" in line
-    assert _train(data_file, out, *base, "--steps", "2") == 0  # without --strict: saved, rc 0
-    assert "not converged" in capsys.readouterr().out
-    assert _train(data_file, out, *base, "--steps", "300", "--strict") == 0
-    line = capsys.readouterr().out
-    assert "first-order stationary" in line and "≤ tol 1e-10" in line
-    # What the line claims, checked independently by the certificate:
-    D = jaxsae.load_dictionary(out)
-    assert float(jnp.max(jaxsae.certify(D, np.load(data_file), 0.1).atom_grad_norm)) < 1e-8
+    assert _train(data_file, out, *base) == 0  # without --strict: saved, rc 0
+    assert "not converged" in capsys.readouterr().out and out.exists()
 
 
 def test_lam_travels_with_a_dictionary_and_certify_says_which_it_used(tmp_path, data_file, capsys):

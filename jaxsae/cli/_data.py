@@ -72,7 +72,8 @@ def _run_minilm(args) -> int:
         print(f"stopped after {args.max_chunks} chunk(s); rerun the same command to resume")
     else:
         print(
-            f"wrote {path} ({args.tokens} tokens × 384, layer {args.layer}) and its .json sidecar"
+            f"wrote {path} ({args.tokens} tokens × 384, layer {args.layer}), its .json sidecar and "
+            f"the tokens of its rows ({path.with_suffix('.tokens.npz').name}; jaxsae diagnose shows them)"
         )
     return 0
 

@@ -93,6 +93,30 @@ def _lam(args, path, is_sae: bool):
     return jaxsae.saved_lam(args.lam, path)
 
 
+class _Contexts:
+    """Row ``i`` → its token in context (``… to be [or] not to …``) within its window."""
+
+    def __init__(self, tok: dict, width: int = 4):
+        self.tok, self.width = tok, width
+
+    def __getitem__(self, i: int) -> str:
+        s, w = self.tok["strings"], self.tok["window"]
+        lo, hi = max(0, i - self.width), min(len(s), i + self.width + 1)
+        words = [f"[{s[j]}]" if j == i else str(s[j]) for j in range(lo, hi) if w[j] == w[i]]
+        return " ".join(words)
+
+
+def _contexts(data: str):
+    """The token contexts of a harvested ``.npy`` with a token sidecar, else None."""
+    from jaxsae.data._harvest import tokens_path
+
+    if not tokens_path(data).exists():
+        return None
+    import jaxsae.data
+
+    return _Contexts(jaxsae.data.load_tokens(data))
+
+
 def run(args) -> int:
     import numpy as np
 
@@ -112,10 +136,11 @@ def run(args) -> int:
     if not isinstance(X, np.memmap):
         X = np.asarray(X, dtype=dtype)
     progress = not args.quiet and sys.stderr.isatty()
+    tokens = _contexts(args.data)
     dg = jaxsae.diagnose(
         model, X, lam, lam_source=source, free_bias=not args.held_bias,
         nearest=not args.no_nearest, second_order=args.second_order, max_steps=args.max_steps,
-        sample_size=args.sample_size, chunk_size=args.chunk_size, progress=progress,
+        sample_size=args.sample_size, chunk_size=args.chunk_size, progress=progress, tokens=tokens,
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     jaxsae.write_report(dg, out, source=str(path))

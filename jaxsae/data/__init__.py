@@ -10,6 +10,7 @@ from ._corpus import shakespeare_lines as shakespeare_lines
 from ._harvest import harvest_activations as harvest_activations, token_windows as token_windows
 from ._load import (
     load_representations as load_representations,
+    load_tokens as load_tokens,
     representation_info as representation_info,
 )
 from ._minilm import load_minilm as load_minilm, load_minilm_tokenizer as load_minilm_tokenizer

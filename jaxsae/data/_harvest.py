@@ -9,10 +9,14 @@ chunk is the same computation whether or not the harvest was interrupted.
 
 On disk, while running: ``OUT.partial`` (the ``.npy`` being filled, memory
 mapped) and ``OUT.progress.json`` (rows done, written atomically after each
-chunk is flushed). At the end the sidecar ``OUT`` with suffix ``.json`` is
-written atomically, recording the array's fingerprint (shape, dtype, a hash of a
-fixed sample of rows), then ``OUT.partial`` is renamed over ``OUT`` (atomic) and
-the progress file removed. Array and sidecar cannot be renamed in one step, so the
+chunk is flushed). At the end the token sidecar ``OUT`` with suffix
+``.tokens.npz`` (per row: the token id, its string, its index in the corpus's token
+stream, its window and its position in the model's input, ``[CLS]`` = 0) and then the
+sidecar ``OUT`` with suffix ``.json`` are written atomically, the latter recording the
+fingerprints of the array (shape, dtype, a hash of a fixed sample of rows) and of the
+tokens, then ``OUT.partial`` is renamed over ``OUT`` (atomic) and the progress file
+removed. The tokens are a function of the settings alone, so a resumed harvest writes
+the same ones. Array and sidecar cannot be renamed in one step, so the
 fingerprint binds them: a rerun, and every reader (``load_representations``),
 checks the array against its sidecar, and a rerun after a kill between the two
 renames finishes the last step instead of reporting a stale file. A harvest killed
@@ -45,6 +49,45 @@ FORMAT = "jaxsae-activations/1"
 def sidecar_path(out: str | os.PathLike) -> Path:
     """The JSON sidecar describing a harvested ``.npy`` (``acts.npy`` → ``acts.json``)."""
     return Path(out).with_suffix(".json")
+
+
+def tokens_path(out: str | os.PathLike) -> Path:
+    """The token sidecar of a harvested ``.npy`` (``acts.npy`` → ``acts.tokens.npz``)."""
+    return Path(out).with_suffix(".tokens.npz")
+
+
+def _write_tokens(out: Path, config: dict, n_tokens: int) -> str:
+    """Write the token sidecar (row i = the i-th content token of the corpus stream) and
+    return its SHA-256."""
+    import hashlib
+
+    tokenizer = load_minilm_tokenizer()
+    content = config["seq_len"] - 2
+    windows = token_windows(tokenizer, math.ceil(n_tokens / content), config["seq_len"])
+    ids = windows[:, 1:-1].reshape(-1)[:n_tokens]
+    row = np.arange(n_tokens, dtype=np.int64)
+    vocab, index = np.unique(ids, return_inverse=True)
+    strings = np.asarray([tokenizer.id_to_token(int(i)) for i in vocab])
+    arrays = dict(ids=ids, vocab=strings, vocab_index=index.astype(np.int32), stream_index=row,
+                  window=row // content, position=(row % content + 1).astype(np.int32))  # fmt: skip
+    with atomic_path(tokens_path(out)) as tmp:
+        _write_npz(tmp, arrays)
+    return hashlib.sha256(tokens_path(out).read_bytes()).hexdigest()
+
+
+def _write_npz(path: Path, arrays: dict) -> None:
+    """An ``.npz`` that ``np.load`` reads, byte-identical for identical arrays (``np.savez``
+    stamps each member with the current time)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, a in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(a), allow_pickle=False)
+            z.writestr(
+                zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue()
+            )
 
 
 def token_windows(tokenizer, n_windows: int, seq_len: int) -> np.ndarray:
@@ -149,6 +192,11 @@ def _already_done(out, partial, progress_path, sidecar, config, n_tokens) -> boo
     if info.get("config") != config:
         return False
     if out.exists() and matches_sidecar(out, info):
+        if not _tokens_match(out, info):  # an older harvest, or its tokens were lost
+            sha = _write_tokens(out, config, n_tokens)
+            atomic_write_json(
+                sidecar, {**info, "tokens_file": tokens_path(out).name, "tokens_sha256": sha}
+            )
         if not partial.exists():  # killed after the final rename: only tidy up
             progress_path.unlink(missing_ok=True)
         return True
@@ -219,6 +267,15 @@ def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progre
     return out
 
 
+def _tokens_match(out: Path, info: dict) -> bool:
+    import hashlib
+
+    path = tokens_path(out)
+    return path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == info.get(
+        "tokens_sha256"
+    )
+
+
 def matches_sidecar(path: Path, info: dict) -> bool:
     """Whether the array at ``path`` is the one its sidecar ``info`` describes."""
     want = info.get("array")
@@ -238,6 +295,7 @@ def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
     d = int(array.shape[1]) if d is None else d
     fingerprint = data_fingerprint(array)
     del array
+    tokens_sha = _write_tokens(out, config, n_tokens)
     atomic_write_json(
         sidecar,
         {
@@ -255,6 +313,8 @@ def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
             "with [CLS] ... [SEP]; only content tokens stored",
             "config": config,
             "array": fingerprint,
+            "tokens_file": tokens_path(out).name,
+            "tokens_sha256": tokens_sha,
         },
     )
     os.replace(partial, out)

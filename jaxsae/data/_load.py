@@ -10,7 +10,7 @@ import numpy as np
 
 from ..io._arrays import load_array
 from ..io._checks import read_text
-from ._harvest import matches_sidecar
+from ._harvest import matches_sidecar, tokens_path
 
 
 def load_representations(path: str | os.PathLike, *, key: str | None = None) -> np.ndarray:
@@ -57,3 +57,33 @@ def representation_info(path: str | os.PathLike) -> dict | None:
     if not isinstance(info, dict):
         raise ValueError(f"{sidecar} must hold a JSON object, got {type(info).__name__}.")
     return info
+
+
+def load_tokens(path: str | os.PathLike) -> dict:
+    """The token sidecar of a harvested ``.npy`` (``jaxsae data minilm``): per row ``i`` of
+    the activations, ``ids[i]``, ``strings[i]`` (the tokenizer's string), ``stream_index[i]``
+    (its index in the corpus's token stream), ``window[i]`` and ``position[i]`` (its
+    position in the model's input, ``[CLS]`` = 0). Checked against the ``.json`` sidecar.
+
+    Example:
+        >>> tok = jaxsae.data.load_tokens("acts.npy")
+        >>> tok["strings"][:5]
+    """
+    import hashlib
+
+    info = representation_info(path)
+    file = tokens_path(path)
+    if info is None or "tokens_sha256" not in info:
+        raise ValueError(
+            f"{path} has no token sidecar; harvest it again with `jaxsae data minilm` (this "
+            "version writes one beside the activations)."
+        )
+    if not file.exists() or hashlib.sha256(file.read_bytes()).hexdigest() != info["tokens_sha256"]:
+        raise ValueError(
+            f"{file} is missing or does not match {Path(path).with_suffix('.json')}; rerun the "
+            "same `jaxsae data minilm` command to rewrite it."
+        )
+    with open(file, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
+        t = {k: npz[k] for k in npz.files}
+    t["strings"] = t.pop("vocab")[t.pop("vocab_index")]
+    return t

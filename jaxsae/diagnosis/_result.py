@@ -289,4 +289,9 @@ def _nearest_lines(dg) -> list[str]:
     ]
     if near["second_order"] is not None:
         lines.append(f"second order at the nearest optimum: {near['second_order'].verdict}")
+    else:
+        lines.append(
+            "second order at the nearest optimum: not run (second_order=True, or "
+            "jaxsae diagnose --second-order): first order does not make it a local minimum"
+        )
     return lines
