@@ -44,6 +44,7 @@ def test_exact_optimum_every_answer_is_known():
     assert abs(out["amortisation_gap"]) < 1e-14 and out["amortisation_gap_error"] < 1e-14
     np.testing.assert_allclose(out["effective_lam"]["median"], LAM, atol=1e-10)
     np.testing.assert_allclose(out["effective_lam"]["iqr"], 0, atol=1e-10)
+    assert out["effective_lam"]["lam_kkt"] == pytest.approx(LAM, abs=1e-12)
     assert max(out["alignment_error"]) < 1e-10
     near = out["nearest_optimum"]
     assert near["stationary"] and near["died"] == [] and near["moved"] == []
@@ -75,6 +76,7 @@ def test_one_rotated_atom_moves_and_only_it_is_flagged():
     assert align[0] > 1e-2 and np.all(align[1:] < 1e-8)
     near = out["nearest_optimum"]
     assert near["stationary"] and near["moved"] == [0]
+    assert len(near["largest_splits"]) == 4 and len(near["largest_splits"][0]["direction"]) == 6
     cos = np.asarray(near["atom_cosine"])
     np.testing.assert_allclose(cos[0], np.cos(theta), atol=1e-6)  # back to u₁
     np.testing.assert_allclose(cos[1:], 1, atol=1e-8)

@@ -110,6 +110,7 @@ def diagnose(
                   dense_threshold=dense_threshold)  # fmt: skip
     stages.update(1)
     eff = effective_lam(Zs, Gs, D.mask)
+    eff["lam_kkt"] = fitted_lam(Zs, Gs)
     pairs = _antipodal(D, Xs, lam, cert_sae, antipodal_cos, N)
     stages.update(1)
     near = None
@@ -166,21 +167,30 @@ def _sample(model, D, X, lam, size: int, key):
     return rows, Xs, Zs, (Xs - D.bias - Zs @ D.atoms) @ D.atoms.T
 
 
+def fitted_lam(Zs, Gs) -> float | None:
+    """The λ minimising the KKT residual ``Σρ²`` of codes ``Zs`` (correlations ``Gs``) over
+    the 201 quantiles of the positive active correlations and a 200-point geometric grid
+    between their extremes (None when no active entry has ``g > 0``)."""
+    g = np.asarray(Gs)[np.asarray(Zs) > 0]
+    g = g[g > 0]
+    if g.size == 0:
+        return None
+    grid = np.geomspace(g.min(), g.max(), 200) if g.max() > g.min() else np.array([g.max()])
+    candidates = np.unique(np.concatenate([np.quantile(g, np.linspace(0, 1, 201)), grid]))
+    return kkt_fit_lam(Zs, Gs, candidates)[0]
+
+
 def _choose_lam(lam, source, model, Zs, Gs, is_sae, n_rows, N):
     if lam is not None:
         return float(check_lam(lam, np.float64)), source or "given"
     if not is_sae:
         raise ValueError("diagnose(dictionary, X) needs lam=... (the λ it was learned for).")
-    g = np.asarray(Gs)[np.asarray(Zs) > 0]
-    g = g[g > 0]
-    if g.size == 0:
+    lam = fitted_lam(Zs, Gs)
+    if lam is None:
         raise ValueError(
             "the SAE's codes are all zero on the sample (or their correlations with the "
             "residual are all ≤ 0), so no λ can be estimated; pass lam=..."
         )
-    grid = np.geomspace(g.min(), g.max(), 200) if g.max() > g.min() else np.array([g.max()])
-    candidates = np.unique(np.concatenate([np.quantile(g, np.linspace(0, 1, 201)), grid]))
-    lam, _ = kkt_fit_lam(Zs, Gs, candidates)
     rows = f"{n_rows} rows" if n_rows == N else f"a sample of {n_rows} of {N} rows"
     return lam, (
         f"estimated: the λ minimising the KKT residual Σρ² of the SAE's codes on {rows} "

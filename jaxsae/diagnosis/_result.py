@@ -141,6 +141,7 @@ class Diagnosis:
                 "q25": _list(eff["q25"]),
                 "q75": _list(eff["q75"]),
                 "count": eff["count"].tolist(),
+                "lam_kkt": eff.get("lam_kkt"),
             },  # fmt: skip
             "latents": {k: _list(v) for k, v in pl.items()},
             "alignment_error": _list(self.alignment_error),
@@ -183,6 +184,14 @@ def _nearest_json(near: dict) -> dict:
         "firing_before": _list(near["firing_before"]),
         "firing_after": _list(near["firing_after"]),
         "split_scores": _list(near["split_scores"]),
+        "largest_splits": [
+            {
+                "atom": int(k),
+                "score": float(near["split_scores"][k]),
+                "direction": _list(near["split_directions"][k]),
+            }
+            for k in np.argsort(-np.asarray(near["split_scores"]))[:5]
+        ],  # fmt: skip
         "objective_before": near["objective_before"],
         "objective_after": near["objective_after"],
         "verdict": cert.verdict,
@@ -234,10 +243,16 @@ def _lam_lines(dg) -> list[str]:
         else f"a sample of {dg.sample_rows} of {dg.n_points} rows"
     )
     iqr = dg.effective["iqr"][ok]
+    fit = dg.effective.get("lam_kkt")
+    fit = (
+        ""
+        if fit is None
+        else f"; the λ minimising the codes' KKT residual is {fit:.4g} (grid search)"
+    )
     return [
         f"effective λ (g_kn = d_kᵀr_n over each latent's active points, on {where}; an optimum has "
         f"g = λ exactly): per-latent medians {np.min(med[ok]):.4g} … {np.max(med[ok]):.4g} "
-        f"(median {np.median(med[ok]):.4g}), spread (IQR) up to {np.max(iqr):.3g}"
+        f"(median {np.median(med[ok]):.4g}), spread (IQR) up to {np.max(iqr):.3g}{fit}"
     ]
 
 
