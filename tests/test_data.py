@@ -319,3 +319,40 @@ def test_notebook_runs_and_certifies(tmp_path, monkeypatch):
     assert {"patches.png", "spectra.png", "minilm_layer3.npy"} <= {
         p.name for p in tmp_path.iterdir()
     }
+
+
+def test_centred_unit_mean_norm_harvest_is_the_raw_one_transformed(reference_harvest, tmp_path, monkeypatch):
+    """x' = s(x − μ) with μ the mean row and s = 1/E‖x − μ‖, against NumPy on the raw
+    harvest; recorded in the sidecar; a kill before the final rename resumes to the same
+    bytes from the intact raw rows."""
+    import os
+
+    from jaxsae.data import _harvest
+
+    raw = np.load(reference_harvest).astype(np.float64)
+    mu = raw.mean(axis=0)
+    s = 1 / np.linalg.norm(raw - mu, axis=1).mean()
+    kw = dict(SMALL, center=True, unit_mean_norm=True)
+    clean = tmp_path / "clean" / "acts.npy"
+    clean.parent.mkdir()
+    jd.harvest_activations(clean, **kw)
+    X = np.load(clean)
+    np.testing.assert_allclose(X, (s * (raw - mu)).astype(np.float32), rtol=1e-6, atol=1e-6)
+    assert np.linalg.norm(X.astype(np.float64), axis=1).mean() == pytest.approx(1, rel=1e-6)
+    stats = jd.representation_info(clean)["transform"]
+    assert stats["scale"] == pytest.approx(s, rel=1e-12) and np.allclose(stats["mean"], mu)
+    out = tmp_path / "acts.npy"
+    real_replace = os.replace
+
+    def killed(src, dst):
+        if str(src).endswith(".transformed.partial"):
+            raise KeyboardInterrupt("killed after the sidecar, before the final rename")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_harvest.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        jd.harvest_activations(out, **kw)
+    monkeypatch.setattr(_harvest.os, "replace", real_replace)
+    assert jd.harvest_activations(out, **kw) == out
+    assert out.read_bytes() == clean.read_bytes()
+    assert _listing(tmp_path) == ["acts.json", "acts.npy", "acts.tokens.npz", "clean"]

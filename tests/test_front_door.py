@@ -64,6 +64,10 @@ def test_train_dictionary_says_whether_it_converged_and_strict_exits_1(tmp_path,
 
 
 def test_lam_travels_with_a_dictionary_and_certify_says_which_it_used(tmp_path, data_file, capsys):
+    import json
+
+    stats = {"center": True, "unit_mean_norm": True, "scale": 0.5, "mean": [0.0] * 6}
+    data_file.with_suffix(".json").write_text(json.dumps({"transform": stats}))  # as `jaxsae data`
     out = tmp_path / "d.safetensors"
     assert (
         _train(data_file, out, "--dictionary", "--width", "4", "--lam", "0.1", "--steps", "300")
@@ -71,6 +75,7 @@ def test_lam_travels_with_a_dictionary_and_certify_says_which_it_used(tmp_path, 
     )
     record = jaxsae.saved_objective(out)
     assert record["lam"] == 0.1 and "THEORY §0" in record["objective"]
+    assert record["data_transform"] == {"data": str(data_file), "transform": stats}
     capsys.readouterr()
     j1, j2 = tmp_path / "c1.json", tmp_path / "c2.json"
     assert (
@@ -92,7 +97,6 @@ def test_lam_travels_with_a_dictionary_and_certify_says_which_it_used(tmp_path, 
     assert main(["certify", "--dictionary", str(out), "--data", str(data_file), "--lam", "0.1",
                  "--out", str(j2), "--quiet"]) == 0  # fmt: skip
     assert "λ = 0.1 (given with --lam)" in capsys.readouterr().out
-    import json
 
     a, b = json.loads(j1.read_text()), json.loads(j2.read_text())
     assert a["summary"] == b["summary"] and a["lam_source"] != b["lam_source"]

@@ -34,6 +34,12 @@ def add_arguments(p) -> None:
         "--max-chunks", type=int, default=None, help="stop after N chunks; rerun to resume"
     )
     m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.add_argument("--center", action="store_true", help="subtract the mean row (recorded)")
+    m.add_argument(
+        "--unit-mean-norm",
+        action="store_true",
+        help="scale rows to mean norm 1 (recorded): λ then reads as a fraction of a row's norm",
+    )
     m.add_argument("--out", required=True, help="output .npy file")
     m.set_defaults(_data_run=_run_minilm)
     q = sub.add_parser(
@@ -67,6 +73,8 @@ def _run_minilm(args) -> int:
         batch_size=args.batch_size,
         max_chunks=args.max_chunks,
         progress=not args.no_progress,
+        center=args.center,
+        unit_mean_norm=args.unit_mean_norm,
     )
     if path is None:
         print(f"stopped after {args.max_chunks} chunk(s); rerun the same command to resume")
@@ -75,6 +83,14 @@ def _run_minilm(args) -> int:
             f"wrote {path} ({args.tokens} tokens × 384, layer {args.layer}), its .json sidecar and "
             f"the tokens of its rows ({path.with_suffix('.tokens.npz').name}; jaxsae diagnose shows them)"
         )
+        stats = jaxsae.data.representation_info(path).get("transform")
+        if stats is not None:
+            print(
+                f"rows stored as x' = s·(x − μ) with s = {stats['scale']:.6g}"
+                f"{', μ the mean row' if stats['center'] else ', μ = 0'}: a λ fitted here is "
+                f"λ/s = {1 / stats['scale']:.6g}·λ in the raw activations' units"
+                + ("; the mean row norm is 1, so λ = 0.1 is a tenth of it" if stats["unit_mean_norm"] else "")
+            )
     return 0
 
 

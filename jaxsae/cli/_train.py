@@ -96,7 +96,7 @@ def run(args) -> int:
         checkpoint_every=max(args.steps // 10, 1) if args.checkpoint_dir else None,
         progress=not args.quiet,
     )
-    path = jaxsae.save_sae(result.sae, args.out, **result.objective)
+    path = jaxsae.save_sae(result.sae, args.out, **result.objective, data_transform=_transform(args))
     h = result.history
     print(
         f"trained {args.sae} SAE (d_sae={args.width}) for {args.steps} steps; "
@@ -105,6 +105,20 @@ def run(args) -> int:
         + ("" if result.lam is None else f" with λ = {result.lam:g} recorded")
     )
     return 0
+
+
+def _transform(args) -> dict:
+    """What was done to the data before training, from its sidecar (``jaxsae data``), to be
+    recorded with the model; empty when the data has no sidecar."""
+    import jaxsae.data
+
+    info = jaxsae.data.representation_info(args.data) or {}
+    out = {"data": str(args.data)}
+    if isinstance(info.get("transform"), dict):
+        out["transform"] = info["transform"]
+    if "preprocessing" in info:
+        out["preprocessing"] = info["preprocessing"]
+    return out
 
 
 def _dictionary(args, X, key, dtype) -> int:
@@ -121,7 +135,7 @@ def _dictionary(args, X, key, dtype) -> int:
         checkpoint_dir=args.checkpoint_dir, checkpoint_every=max(args.steps // 10, 1),
         dtype=dtype,
     )  # fmt: skip
-    jaxsae.save_dictionary(D, args.out, lam=args.lam)
+    jaxsae.save_dictionary(D, args.out, lam=args.lam, data_transform=_transform(args))
     grad, align = float(hist.grad_norm[-1]), float(hist.alignment[-1])
     tol = default_learning_tol(dtype)
     measures = f"max Riemannian gradient {grad:.2e}, (A) alignment error {align:.2e}"

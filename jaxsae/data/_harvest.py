@@ -151,6 +151,8 @@ def harvest_activations(
     batch_size: int = 16,
     max_chunks: int | None = None,
     progress: bool = True,
+    center: bool = False,
+    unit_mean_norm: bool = False,
 ) -> Path | None:
     """Write MiniLM layer-``layer`` hidden states of ``n_tokens`` Shakespeare tokens to ``out``.
 
@@ -167,6 +169,12 @@ def harvest_activations(
         batch_size: windows per chunk (one forward pass, one flush, one progress update).
         max_chunks: stop after this many chunks in this call (for staged runs); resume later.
         progress: show a progress bar.
+        center: subtract the mean row ``μ`` (float64, over all stored rows).
+        unit_mean_norm: scale the (centred) rows by ``s = 1 / E‖x − μ‖`` so their mean norm
+            is 1: a λ then reads as a fraction of a typical row's norm. The stored rows are
+            ``x' = s (x − μ)`` (``μ = 0`` without ``center``, ``s = 1`` without this); ``μ``
+            and ``s`` are recorded in the sidecar's ``transform``, so a model fitted to
+            ``x'`` can be read back in the raw units (``λ_raw = λ / s``).
 
     Returns:
         ``out`` once complete, or ``None`` if ``max_chunks`` stopped it early.
@@ -182,7 +190,8 @@ def harvest_activations(
             f"cannot write {out}: folder {out.parent} does not exist. Create it first."
         )
     with RunLock(out, "--out file"):  # one harvest per output at a time
-        return _harvest(out, layer, n_tokens, seq_len, batch_size, max_chunks, progress)
+        transform = {"center": bool(center), "unit_mean_norm": bool(unit_mean_norm)}
+        return _harvest(out, layer, n_tokens, seq_len, batch_size, max_chunks, progress, transform)
 
 
 def _already_done(out, partial, progress_path, sidecar, config, n_tokens) -> bool:
@@ -197,6 +206,8 @@ def _already_done(out, partial, progress_path, sidecar, config, n_tokens) -> boo
             atomic_write_json(
                 sidecar, {**info, "tokens_file": tokens_path(out).name, "tokens_sha256": sha}
             )
+        if "transform" in config:  # killed after the final rename: the raw rows are leftovers
+            partial.unlink(missing_ok=True)
         if not partial.exists():  # killed after the final rename: only tidy up
             progress_path.unlink(missing_ok=True)
         return True
@@ -223,11 +234,13 @@ def _open_partial(partial, progress_path, config, n_tokens: int, d: int):
     return rows_done, rows
 
 
-def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progress):
+def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progress, transform):
     from tqdm.auto import tqdm
 
     config = {"model": MODEL_NAME, "layer": layer, "tokens": n_tokens, "seq_len": seq_len}
     config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
+    if any(transform.values()):  # (not in the config of an untransformed harvest: unchanged)
+        config["transform"] = transform
     sidecar = sidecar_path(out)
     partial = out.with_name(out.name + ".partial")
     progress_path = out.with_name(out.name + ".progress.json")
@@ -288,10 +301,56 @@ def matches_sidecar(path: Path, info: dict) -> bool:
     return data_fingerprint(X) == want
 
 
+def _row_stats(X, center: bool, unit_mean_norm: bool, chunk: int = 8192) -> dict:
+    """``μ`` (the mean row, or 0) and ``s = 1 / E‖x − μ‖`` (or 1), accumulated in float64."""
+    N, d = X.shape
+    mu = np.zeros(d)
+    if center:
+        for i in range(0, N, chunk):
+            mu += np.asarray(X[i : i + chunk], np.float64).sum(axis=0)
+        mu /= N
+    scale = 1.0
+    if unit_mean_norm:
+        total = 0.0
+        for i in range(0, N, chunk):
+            total += np.linalg.norm(np.asarray(X[i : i + chunk], np.float64) - mu, axis=1).sum()
+        scale = N / total if total > 0 else 1.0
+    return {**{"center": center, "unit_mean_norm": unit_mean_norm}, "scale": scale,
+            "mean": mu.tolist(), "formula": "x' = scale * (x - mean)"}  # fmt: skip
+
+
+def _transformed(out: Path, partial: Path, progress_path: Path, config: dict) -> tuple[Path, dict]:
+    """The transformed rows in their own file (the raw ``partial`` is untouched, so a kill
+    at any point resumes from intact data), and the statistics applied."""
+    target = out.with_name(out.name + ".transformed.partial")
+    state = _read_json(progress_path) or {}
+    if target.exists() and state.get("transformed") is not None and state.get("config") == config:
+        done = np.load(target, mmap_mode="r", allow_pickle=False)
+        if data_fingerprint(done) == state["transformed"]:
+            return target, state["transform_stats"]
+    raw = np.load(partial, mmap_mode="r", allow_pickle=False)
+    stats = _row_stats(raw, **config["transform"])
+    mu, s = np.asarray(stats["mean"]), stats["scale"]
+    with atomic_path(target) as tmp:
+        rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
+        for i in range(0, raw.shape[0], 8192):
+            rows[i : i + 8192] = (s * (np.asarray(raw[i : i + 8192], np.float64) - mu)).astype(np.float32)
+        rows.flush()
+        del rows
+    with open(target, "rb+") as fh:
+        os.fsync(fh.fileno())
+    fingerprint = data_fingerprint(np.load(target, mmap_mode="r", allow_pickle=False))
+    atomic_write_json(progress_path, {**state, "transformed": fingerprint, "transform_stats": stats})
+    return target, stats
+
+
 def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
     with open(partial, "rb+") as fh:
         os.fsync(fh.fileno())
-    array = np.load(partial, mmap_mode="r", allow_pickle=False)
+    source, stats = partial, None
+    if "transform" in config:
+        source, stats = _transformed(out, partial, progress_path, config)
+    array = np.load(source, mmap_mode="r", allow_pickle=False)
     d = int(array.shape[1]) if d is None else d
     fingerprint = data_fingerprint(array)
     del array
@@ -315,8 +374,10 @@ def _finish(out, partial, progress_path, sidecar, config, n_tokens, d) -> None:
             "array": fingerprint,
             "tokens_file": tokens_path(out).name,
             "tokens_sha256": tokens_sha,
+            "transform": stats,
         },
     )
-    os.replace(partial, out)
+    os.replace(source, out)
     _fsync_dir(out.parent)
+    partial.unlink(missing_ok=True)
     progress_path.unlink(missing_ok=True)
