@@ -321,7 +321,9 @@ def test_notebook_runs_and_certifies(tmp_path, monkeypatch):
     }
 
 
-def test_centred_unit_mean_norm_harvest_is_the_raw_one_transformed(reference_harvest, tmp_path, monkeypatch):
+def test_centred_unit_mean_norm_harvest_is_the_raw_one_transformed(
+    reference_harvest, tmp_path, monkeypatch
+):
     """x' = s(x − μ) with μ the mean row and s = 1/E‖x − μ‖, against NumPy on the raw
     harvest; recorded in the sidecar; a kill before the final rename resumes to the same
     bytes from the intact raw rows."""
@@ -356,3 +358,25 @@ def test_centred_unit_mean_norm_harvest_is_the_raw_one_transformed(reference_har
     assert jd.harvest_activations(out, **kw) == out
     assert out.read_bytes() == clean.read_bytes()
     assert _listing(tmp_path) == ["acts.json", "acts.npy", "acts.tokens.npz", "clean"]
+
+
+def test_several_layers_in_one_pass_equal_separate_harvests(reference_harvest, tmp_path, capsys):
+    """Layers 1 and 2 from one forward pass: layer 2's file is the single-layer harvest's,
+    byte for byte, and each file has its own sidecars."""
+    from jaxsae.cli import main
+
+    out = tmp_path / "acts.npy"
+    args = ["data", "minilm", "--layers", "2,1", "--tokens", "300", "--seq-len", "32",
+            "--batch-size", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "acts_layer1.npy" in said and "acts_layer2.npy" in said
+    two = tmp_path / "acts_layer2.npy"
+    assert two.read_bytes() == reference_harvest.read_bytes()
+    assert jd.representation_info(tmp_path / "acts_layer1.npy")["layer"] == 1
+    one = jd.harvest_activations(tmp_path / "single1.npy", **dict(SMALL, layer=1))
+    assert one.read_bytes() == (tmp_path / "acts_layer1.npy").read_bytes()
+    assert _listing(tmp_path) == sorted(
+        f"{stem}{ext}" for stem in ("acts_layer1", "acts_layer2", "single1")
+        for ext in (".json", ".npy", ".tokens.npz")
+    )  # fmt: skip

@@ -8,6 +8,7 @@ NAME = "data"
 HELP = "harvest real representations offline: MiniLM activations or image patches"
 EPILOG = """examples:
   jaxsae data minilm --layer 3 --tokens 50000 --out acts.npy   # resumes if interrupted
+  jaxsae data minilm --layers 2,4 --tokens 200000 --center --unit-mean-norm --out acts.npy
   jaxsae data patches --out patches.npy                         # 10000 8x8 patches
   jaxsae data patches --n 50000 --size 12 --seed 1 --out p12.npy
 """
@@ -24,6 +25,11 @@ def add_arguments(p) -> None:
     )
     m.add_argument(
         "--layer", type=int, default=3, help="0 = embeddings, 1..6 = block output (default 3)"
+    )
+    m.add_argument(
+        "--layers",
+        default=None,
+        help="several layers in one pass, e.g. 2,4: one file per layer, OUT_layerL.npy",
     )
     m.add_argument("--tokens", type=int, default=50_000, help="rows to store (default 50000)")
     m.add_argument(
@@ -65,9 +71,18 @@ def run(args) -> int:
 def _run_minilm(args) -> int:
     import jaxsae.data
 
+    layers = None
+    if args.layers is not None:
+        try:
+            layers = [int(v) for v in args.layers.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(
+                f"--layers must be comma-separated integers like 2,4, got {args.layers!r}."
+            ) from None
     path = jaxsae.data.harvest_activations(
         args.out,
         layer=args.layer,
+        layers=layers,
         n_tokens=args.tokens,
         seq_len=args.seq_len,
         batch_size=args.batch_size,
@@ -78,20 +93,33 @@ def _run_minilm(args) -> int:
     )
     if path is None:
         print(f"stopped after {args.max_chunks} chunk(s); rerun the same command to resume")
-    else:
-        print(
-            f"wrote {path} ({args.tokens} tokens × 384, layer {args.layer}), its .json sidecar and "
-            f"the tokens of its rows ({path.with_suffix('.tokens.npz').name}; jaxsae diagnose shows them)"
-        )
-        stats = jaxsae.data.representation_info(path).get("transform")
-        if stats is not None:
-            print(
-                f"rows stored as x' = s·(x − μ) with s = {stats['scale']:.6g}"
-                f"{', μ the mean row' if stats['center'] else ', μ = 0'}: a λ fitted here is "
-                f"λ/s = {1 / stats['scale']:.6g}·λ in the raw activations' units"
-                + ("; the mean row norm is 1, so λ = 0.1 is a tenth of it" if stats["unit_mean_norm"] else "")
-            )
+        return 0
+    done = [path] if layers is None else path
+    for one, layer in zip(done, sorted(set(layers or [args.layer])), strict=True):
+        _report_minilm(one, args.tokens, layer)
     return 0
+
+
+def _report_minilm(path, tokens: int, layer: int) -> None:
+    """What was written, and the λ scale its transform implies."""
+    import jaxsae.data
+
+    print(
+        f"wrote {path} ({tokens} tokens × 384, layer {layer}), its .json sidecar and "
+        f"the tokens of its rows ({path.with_suffix('.tokens.npz').name}; jaxsae diagnose shows them)"
+    )
+    stats = jaxsae.data.representation_info(path).get("transform")
+    if stats is not None:
+        print(
+            f"rows stored as x' = s·(x − μ) with s = {stats['scale']:.6g}"
+            f"{', μ the mean row' if stats['center'] else ', μ = 0'}: a λ fitted here is "
+            f"λ/s = {1 / stats['scale']:.6g}·λ in the raw activations' units"
+            + (
+                "; the mean row norm is 1, so λ = 0.1 is a tenth of it"
+                if stats["unit_mean_norm"]
+                else ""
+            )
+        )
 
 
 _WARN_GB = 0.5  # files above this size are announced before they are written

@@ -96,7 +96,9 @@ def run(args) -> int:
         checkpoint_every=max(args.steps // 10, 1) if args.checkpoint_dir else None,
         progress=not args.quiet,
     )
-    path = jaxsae.save_sae(result.sae, args.out, **result.objective, data_transform=_transform(args))
+    path = jaxsae.save_sae(
+        result.sae, args.out, **result.objective, data_transform=_transform(args)
+    )
     h = result.history
     print(
         f"trained {args.sae} SAE (d_sae={args.width}) for {args.steps} steps; "

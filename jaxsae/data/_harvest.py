@@ -112,12 +112,6 @@ def token_windows(tokenizer, n_windows: int, seq_len: int) -> np.ndarray:
     )
 
 
-@eqx.filter_jit
-def _last_layer_content(model: BertEncoder, ids: jax.Array) -> jax.Array:
-    # The model is truncated to the wanted layer, so its last hidden state is the one kept.
-    return jax.vmap(model)(ids)[:, -1, 1:-1, :]
-
-
 def _check_args(out: Path, layer: int, n_tokens: int, seq_len: int, batch_size: int) -> None:
     if out.suffix != ".npy":
         raise ValueError(f"the output must be a .npy file, got {out}; e.g. --out acts.npy.")
@@ -153,7 +147,8 @@ def harvest_activations(
     progress: bool = True,
     center: bool = False,
     unit_mean_norm: bool = False,
-) -> Path | None:
+    layers=None,
+) -> Path | list[Path] | None:
     """Write MiniLM layer-``layer`` hidden states of ``n_tokens`` Shakespeare tokens to ``out``.
 
     The result is a float32 ``(n_tokens, 384)`` ``.npy`` — data ``X`` (THEORY §0,
@@ -169,6 +164,9 @@ def harvest_activations(
         batch_size: windows per chunk (one forward pass, one flush, one progress update).
         max_chunks: stop after this many chunks in this call (for staged runs); resume later.
         progress: show a progress bar.
+        layers: several layers from one forward pass (e.g. ``[2, 4]``): one file per layer,
+            ``OUT`` with ``_layerL`` before its suffix (``acts.npy`` → ``acts_layer2.npy``),
+            each with its own sidecars; returns the list of paths. ``layer`` is then ignored.
         center: subtract the mean row ``μ`` (float64, over all stored rows).
         unit_mean_norm: scale the (centred) rows by ``s = 1 / E‖x − μ‖`` so their mean norm
             is 1: a λ then reads as a fraction of a typical row's norm. The stored rows are
@@ -177,21 +175,39 @@ def harvest_activations(
             ``x'`` can be read back in the raw units (``λ_raw = λ / s``).
 
     Returns:
-        ``out`` once complete, or ``None`` if ``max_chunks`` stopped it early.
+        ``out`` once complete (the list of paths with ``layers``), or ``None`` if
+        ``max_chunks`` stopped it early.
 
     Example:
         >>> harvest_activations("acts.npy", layer=3, n_tokens=50_000)
         >>> X = jaxsae.data.load_representations("acts.npy")   # memory-mapped
     """
+    import contextlib
+
     out = Path(out)
-    _check_args(out, layer, n_tokens, seq_len, batch_size)
+    several = layers is not None
+    layers = [int(layer)] if layers is None else sorted({int(v) for v in layers})
+    if not layers:
+        raise ValueError("layers is empty; pass e.g. layers=[2, 4] (or layer=3).")
+    for value in layers:
+        _check_args(out, value, n_tokens, seq_len, batch_size)
     if not out.parent.is_dir():
         raise ValueError(
             f"cannot write {out}: folder {out.parent} does not exist. Create it first."
         )
-    with RunLock(out, "--out file"):  # one harvest per output at a time
-        transform = {"center": bool(center), "unit_mean_norm": bool(unit_mean_norm)}
-        return _harvest(out, layer, n_tokens, seq_len, batch_size, max_chunks, progress, transform)
+    config = {"model": MODEL_NAME, "tokens": n_tokens, "seq_len": seq_len}
+    config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
+    if center or unit_mean_norm:  # (not in the config of an untransformed harvest: unchanged)
+        config["transform"] = {"center": bool(center), "unit_mean_norm": bool(unit_mean_norm)}
+    paths = [out.with_name(f"{out.stem}_layer{v}{out.suffix}") if several else out for v in layers]
+    outputs = [_Output(p, v, config) for p, v in zip(paths, layers, strict=True)]
+    with contextlib.ExitStack() as stack:
+        for p in paths:  # one harvest per output at a time
+            stack.enter_context(RunLock(p, "--out file"))
+        done = _harvest(outputs, n_tokens, seq_len, batch_size, max_chunks, progress)
+    if done is None:
+        return None
+    return done if several else done[0]
 
 
 def _already_done(out, partial, progress_path, sidecar, config, n_tokens) -> bool:
@@ -234,20 +250,39 @@ def _open_partial(partial, progress_path, config, n_tokens: int, d: int):
     return rows_done, rows
 
 
-def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progress, transform):
+class _Output:
+    """One layer's output file and its partial, progress and sidecar paths."""
+
+    def __init__(self, out: Path, layer: int, config: dict):
+        self.out, self.layer, self.config = out, layer, {**config, "layer": layer}
+        self.sidecar = sidecar_path(out)
+        self.partial = out.with_name(out.name + ".partial")
+        self.progress = out.with_name(out.name + ".progress.json")
+
+    def done(self, n_tokens: int) -> bool:
+        return _already_done(
+            self.out, self.partial, self.progress, self.sidecar, self.config, n_tokens
+        )
+
+    def finish(self, n_tokens: int, d: int) -> None:
+        _finish(self.out, self.partial, self.progress, self.sidecar, self.config, n_tokens, d)
+
+
+@eqx.filter_jit
+def _layers_content(model: BertEncoder, ids: jax.Array, layers: tuple) -> jax.Array:
+    # ``(len(layers), batch, content, d)``: the hidden states kept, [CLS]/[SEP] dropped
+    return jax.vmap(model)(ids)[:, jnp.asarray(layers), 1:-1, :].transpose(1, 0, 2, 3)
+
+
+def _harvest(outputs: list, n_tokens, seq_len, batch_size, max_chunks, progress):
+    """Fill every output's rows from one forward pass per chunk (the model truncated to the
+    deepest layer asked for); each output resumes, finishes and is checked on its own."""
     from tqdm.auto import tqdm
 
-    config = {"model": MODEL_NAME, "layer": layer, "tokens": n_tokens, "seq_len": seq_len}
-    config |= {"batch_size": batch_size, "corpus": CORPUS_NAME}
-    if any(transform.values()):  # (not in the config of an untransformed harvest: unchanged)
-        config["transform"] = transform
-    sidecar = sidecar_path(out)
-    partial = out.with_name(out.name + ".partial")
-    progress_path = out.with_name(out.name + ".progress.json")
-    if _already_done(out, partial, progress_path, sidecar, config, n_tokens):
-        return out
-
-    model = load_minilm().truncate(layer)
+    todo = [o for o in outputs if not o.done(n_tokens)]
+    if not todo:
+        return [o.out for o in outputs]
+    model = load_minilm().truncate(max(o.layer for o in todo))
     d = int(model.word_embeddings.shape[1])
     content = seq_len - 2
     n_chunks = math.ceil(math.ceil(n_tokens / content) / batch_size)
@@ -256,28 +291,34 @@ def _harvest(out: Path, layer, n_tokens, seq_len, batch_size, max_chunks, progre
     pad = n_chunks * batch_size - len(windows)
     windows = np.concatenate([windows, np.repeat(windows[:1], pad, 0)])
 
-    rows_done, rows = _open_partial(partial, progress_path, config, n_tokens, d)
+    opened = [_open_partial(o.partial, o.progress, o.config, n_tokens, d) for o in todo]
+    rows_done = min(r for r, _ in opened)  # a chunk written twice is the same rows
+    layers = tuple(o.layer for o in todo)
     chunk_rows = batch_size * content
     bar = tqdm(total=n_tokens, initial=rows_done, unit="tok", disable=not progress)
-    bar.set_description(f"MiniLM layer {layer}")
+    bar.set_description(
+        f"MiniLM layer{'s' if len(layers) > 1 else ''} {', '.join(map(str, layers))}"
+    )
     done_now = 0
     for chunk in range(rows_done // chunk_rows, n_chunks):
         if max_chunks is not None and done_now >= max_chunks:
             bar.close()
             return None
         ids = jnp.asarray(windows[chunk * batch_size : (chunk + 1) * batch_size])
-        states = np.asarray(_last_layer_content(model, ids), dtype=np.float32).reshape(-1, d)
+        states = np.asarray(_layers_content(model, ids, layers), dtype=np.float32)
         start = chunk * chunk_rows
         stop = min(start + chunk_rows, n_tokens)
-        rows[start:stop] = states[: stop - start]
-        rows.flush()
-        atomic_write_json(progress_path, {"config": config, "rows_done": stop})
+        for o, (_, rows), layer_states in zip(todo, opened, states, strict=True):
+            rows[start:stop] = layer_states.reshape(-1, d)[: stop - start]
+            rows.flush()
+            atomic_write_json(o.progress, {"config": o.config, "rows_done": stop})
         bar.update(stop - start)
         done_now += 1
     bar.close()
-    del rows
-    _finish(out, partial, progress_path, sidecar, config, n_tokens, d)
-    return out
+    del opened
+    for o in todo:
+        o.finish(n_tokens, d)
+    return [o.out for o in outputs]
 
 
 def _tokens_match(out: Path, info: dict) -> bool:
@@ -334,13 +375,17 @@ def _transformed(out: Path, partial: Path, progress_path: Path, config: dict) ->
     with atomic_path(target) as tmp:
         rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=raw.shape)
         for i in range(0, raw.shape[0], 8192):
-            rows[i : i + 8192] = (s * (np.asarray(raw[i : i + 8192], np.float64) - mu)).astype(np.float32)
+            rows[i : i + 8192] = (s * (np.asarray(raw[i : i + 8192], np.float64) - mu)).astype(
+                np.float32
+            )
         rows.flush()
         del rows
     with open(target, "rb+") as fh:
         os.fsync(fh.fileno())
     fingerprint = data_fingerprint(np.load(target, mmap_mode="r", allow_pickle=False))
-    atomic_write_json(progress_path, {**state, "transformed": fingerprint, "transform_stats": stats})
+    atomic_write_json(
+        progress_path, {**state, "transformed": fingerprint, "transform_stats": stats}
+    )
     return target, stats
 
 
