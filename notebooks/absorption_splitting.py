@@ -119,7 +119,7 @@ fig = prediction_vs_measurement(
     predicted,
     cos_joint,
     xlabel="λ",
-    ylabel="min over children of max cos(atom, absorbed direction)",
+    ylabel="min over children of\nmax cos(atom, absorbed direction)",
     title="absorption: predicted (gain > 0) vs learned",
     labels=("predicted: absorbed (cos = 1)", "joint optimum"),
     extra={"ReLU SAE": cos_sae},

@@ -306,21 +306,6 @@ def test_cli_patches_and_minilm(tmp_path, reference_harvest, capsys):
     assert "layer" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_notebook_runs_and_certifies(tmp_path, monkeypatch):
-    import runpy
-
-    monkeypatch.setenv("JAXSAE_NB_OUT", str(tmp_path))
-    notebook = Path(__file__).parents[1] / "notebooks" / "real_representations.py"
-    rows = runpy.run_path(str(notebook))["CERTIFICATES"]
-    assert [r[0] for r in rows] == ["patches", "MiniLM layer 3"]
-    for _, n, k, gap, kkt, l0 in rows:
-        assert n == 1000 and 0 <= gap < 1e-10 and 0 <= kkt < 1e-8 and 1 < l0 < k
-    assert {"patches.png", "spectra.png", "minilm_layer3.npy"} <= {
-        p.name for p in tmp_path.iterdir()
-    }
-
-
 def test_centred_unit_mean_norm_harvest_is_the_raw_one_transformed(
     reference_harvest, tmp_path, monkeypatch
 ):

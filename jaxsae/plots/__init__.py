@@ -2,8 +2,8 @@
 
 from ._figures import (
     atoms_figure as atoms_figure,
-    bars_figure as bars_figure,
     firing_figure as firing_figure,
+    paired_bars_figure as paired_bars_figure,
     per_atom_figure as per_atom_figure,
     spectrum_figure as spectrum_figure,
     width_figure as width_figure,

@@ -96,6 +96,8 @@ def width_figure(
     if bound is not None:
         ax.axhline(bound, color="k", ls="--", label="wide-limit bound F∞ (W)")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(list(widths), [str(w) for w in widths])
+    ax.minorticks_off()
     ax.set_xlabel("width K")
     ax.set_ylabel("objective (per-point mean)")
     ax.legend()
@@ -103,15 +105,18 @@ def width_figure(
     return fig
 
 
-def bars_figure(values: dict, *, ylabel: str, title: str, log: bool = False):
-    """Side-by-side bars (e.g. SAE vs optimum gaps)."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(values)
-    v = np.asarray([float(values[n]) for n in names])
-    ax.bar(names, v, color="tab:purple")
-    if log:
-        ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+def paired_bars_figure(values: dict, *, names: tuple[str, str], title: str):
+    """One panel per quantity (each on its own axis: they are not comparable), two bars
+    each: ``values[quantity] = (first, second)``. Small positive quantities (errors,
+    residuals) use a log axis when they span more than two decades."""
+    fig, axes = plt.subplots(1, len(values), figsize=(3.2 * len(values), 3.2))
+    for ax, (quantity, pair) in zip(np.atleast_1d(axes), values.items()):
+        v = np.asarray(pair, float)
+        ax.bar(names, v, color=["tab:purple", "tab:green"])
+        if np.all(v > 0) and v.max() / v.min() > 100:
+            ax.set_yscale("log")
+        ax.set_title(quantity, fontsize=9)
+        plt.setp(ax.get_xticklabels(), rotation=15, ha="right", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -27,6 +27,7 @@ def sweep_figure(result, *, title: str = "Sweep"):
     obj, bound, gap, l0 = (
         np.asarray(getattr(result, c)) for c in ("objective", "bound", "gap", "l0")
     )
+    converged = np.asarray(getattr(result, "converged", np.ones_like(width, bool)), bool)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for lm in sorted(set(lam.tolist())):
         sel = np.isclose(lam, lm)
@@ -37,6 +38,10 @@ def sweep_figure(result, *, title: str = "Sweep"):
         w, m, lo, hi = _group(width[sel], np.maximum(gap[sel], 1e-300))
         axes[1].plot(w, m, "o-", color=line.get_color(), label=f"λ={lm:g}")
         axes[1].fill_between(w, lo, hi, color=line.get_color(), alpha=0.2)
+        bad = sel & ~converged  # runs that stopped before the first-order tolerance
+        for ax, v in ((axes[0], obj), (axes[1], np.maximum(gap, 1e-300))):
+            ax.scatter(width[bad], v[bad], marker="x", s=40, color="tab:red", zorder=4,
+                       label="not converged" if lm == min(lam) and bad.any() else None)  # fmt: skip
     for wd in sorted(set(width.tolist())):
         sel = width == wd
         x, m, lo, hi = _group(lam[sel], l0[sel])
@@ -46,6 +51,10 @@ def sweep_figure(result, *, title: str = "Sweep"):
         xlabel="width K", ylabel="F − F∞ (gap to the wide limit)", xscale="log", yscale="log"
     )
     axes[2].set(xlabel="λ", ylabel="L0 (mean active atoms)", xscale="log")
+    ticks = sorted(set(width.tolist()))
+    for ax in axes[:2]:  # the widths themselves, not 4×10⁰
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -1,8 +1,9 @@
 """Figure of the family tree of atoms across widths (THEORY §5).
 
 One row per width; an edge joins each atom to its parent, darker for a higher
-cosine; atoms created by a split are red, the atom with the largest split score
-of each level is ringed (the prediction of which atom splits first).
+cosine (a key says so); atoms created by a split are red, the atom with the largest
+split score of each level is ringed (the prediction of which atom splits first). Atoms
+carry their indices when a level has at most 40; the legend sits outside the tree.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ def family_tree_figure(tree, *, title: str = "Family tree of atoms across widths
             zorder=3,
             label="new (split)" if i == 1 else None,
         )
+        if tree.widths[i] <= 40:
+            for k in range(tree.widths[i]):
+                ax.annotate(str(k), (xs[i][k], y), xytext=(0, 6), textcoords="offset points",
+                            ha="center", fontsize=6, color="0.25")  # fmt: skip
         if i < L - 1 and tree.predicted[i] >= 0:
             k = tree.predicted[i]
             ax.scatter(
@@ -66,8 +71,16 @@ def family_tree_figure(tree, *, title: str = "Family tree of atoms across widths
             )
     ax.set_yticks(range(L), [f"K={w}" for w in reversed(tree.widths)])
     ax.set_xticks([])
+    ax.set_ylim(-0.5, L - 0.5)
     ax.set_title(title)
     if L > 1:
-        ax.legend(fontsize=7, loc="lower right")
+        from matplotlib.lines import Line2D
+
+        handles, labels = ax.get_legend_handles_labels()
+        for c in (1.0, 0.5):
+            handles.append(Line2D([], [], color="k", alpha=c, lw=1))
+            labels.append(f"edge: cos to parent {c:g}")
+        ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0)  # fmt: skip
     fig.tight_layout()
     return fig
