@@ -45,7 +45,7 @@ import numpy as np
 
 import jaxsae
 import jaxsae.data
-from jaxsae.plots._phenomena import figure_dir, save_figure
+from jaxsae.plots import figure_dir, save_figure
 
 jax.config.update("jax_enable_x64", True)  # certificates in float64
 SMALL = os.environ.get("JAXSAE_NOTEBOOK_SIZE", "full") == "small"

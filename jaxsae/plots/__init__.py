@@ -8,5 +8,11 @@ from ._figures import (
     spectrum_figure as spectrum_figure,
     width_figure as width_figure,
 )
+from ._phenomena import (  # what the notebooks draw with
+    bars as bars,
+    figure_dir as figure_dir,
+    prediction_vs_measurement as prediction_vs_measurement,
+    save_figure as save_figure,
+)
 from ._sweep import sweep_figure as sweep_figure
 from ._tree import family_tree_figure as family_tree_figure
