@@ -125,7 +125,7 @@ save_figure(fig, FIGS / "antipodal_pairs.png")
 # asserted), each firing on the points where `t > λ` (resp. `t < −λ`), at the rate the
 # Gaussian prediction `½ erfc(λ/σ√2)` gives — within 0.02 of the rate computed on the
 # sample itself — and never on the same point (co-firing 0, as (P) requires). The
-# trained SAE finds the pair too when it is dense enough, with rates near the
-# prediction; where it does not, its budget of dense latents went elsewhere. Dense
-# antipodal latents in real SAEs are therefore what the objective asks for when the data
-# has a signed direction, not a pathology to be trained away.
+# trained SAE's pair rates are plotted beside them (printed above when it has a pair at
+# τ = 0.9; an SAE is not an optimum and need not find one). Dense antipodal latents are
+# what the objective asks for when the data has a signed direction, not a pathology to
+# be trained away.

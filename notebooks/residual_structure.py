@@ -116,5 +116,6 @@ save_figure(fig, FIGS / "residual_structure.png")
 # share of the residual energy — part of the "noise" left by a sparse code is
 # predictable from which atoms fire. The trained SAE at the same λ breaks the
 # orthogonality by orders of magnitude (and has a positive amortisation gap): its
-# residuals mix the shrinkage it was trained into with encoder error, which is one
-# reason its error is linearly predictable ("dark matter").
+# residuals mix the shrinkage it was trained into with encoder error (whether that is
+# what makes SAE errors linearly predictable, "dark matter", is measured on real
+# activations in `real_sae_study.py`, not here).
