@@ -105,8 +105,8 @@ class Diagnosis:
                 why.setdefault(k, []).append("dies at the nearest optimum")
         return dict(sorted(why.items()))
 
-    def examples(self, limit: int = 64) -> dict[int, dict]:
-        """Top-activating rows (over all N) of up to ``limit`` flagged latents."""
+    def examples(self, limit: int | None = None) -> dict[int, dict]:
+        """Top-activating rows (over all N) of every flagged latent (the first ``limit``)."""
         out = {}
         values, rows = self.latents["top_values"], self.latents["top_rows"]
         for k, reasons in list(self.flagged().items())[:limit]:

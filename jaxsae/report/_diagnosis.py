@@ -115,7 +115,14 @@ def _examples(rep, dg) -> None:
     ex = dg.examples()
     if not ex:
         return
-    rep.section("Flagged latents and their top-activating rows")
+    shown = dict(list(ex.items())[:64])
+    rep.section(
+        "Flagged latents and their top-activating rows",
+        ""
+        if len(shown) == len(ex)
+        else f"The first 64 of {len(ex)} flagged latents; report.json has all.",
+    )
+    ex = shown
     rows = []
     for k, e in ex.items():
         shown = e.get("tokens", e["rows"])[:5]
