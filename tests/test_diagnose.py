@@ -155,3 +155,9 @@ def test_streamed_diagnosis_equals_in_memory(tmp_path):
     for key in ("amortisation_gap", "alignment_error", "wide_gap", "latents", "effective_lam"):
         same(a[key], b[key])
     assert a["examples"] == b["examples"]
+
+
+def test_a_list_of_chunks_gets_one_line():
+    atoms, X = _world()
+    with pytest.raises(ValueError, match="not a list or iterator of chunks: np.save them"):
+        jaxsae.diagnose(_sae(atoms), [X[:10], X[10:]], LAM)

@@ -2,8 +2,8 @@
 problem, which constraints it breaks, and what the nearest optimum looks like.
 
 Every pass over the data is one of the package's own (``certify``, ``evaluate``, the
-latent pass of ``_latents``, ``learn_dictionary``), so an array, a ``numpy.memmap`` or
-a chunk list is read the same way; the per-point analyses that need whole columns
+latent pass of ``_latents``, ``learn_dictionary``), so an array and a ``numpy.memmap``
+are read the same way; the per-point analyses that need whole columns
 (quantiles of the effective λ, the split scores, the antipodal predictions) run on a
 random sample of at most ``sample_size`` rows and say so.
 """
@@ -62,7 +62,7 @@ def diagnose(
 
     Args:
         model: a ``jaxsae.SAE`` or a ``jaxsae.Dictionary`` (whose codes are optimal).
-        X: data ``(N, d)``: an array, a ``numpy.memmap`` or a list of chunks.
+        X: data ``(N, d)``: an array, or a ``numpy.memmap`` (streamed chunk by chunk).
         lam: λ > 0 of THEORY §0. ``None`` (an SAE only): the λ that minimises the
             KKT residual ``Σ ρ_kn²`` of the SAE's codes (§1) on the sample — the λ
             the SAE behaves as if trained with (TopK and JumpReLU SAEs were not
@@ -135,6 +135,12 @@ def _inputs(model, X, free_bias: bool, chunk_size, progress: bool):
             f"diagnose takes a jaxsae.SAE or a jaxsae.Dictionary, got {type(model).__name__}."
         )
     D = sae_dictionary(model, free_bias=free_bias) if is_sae else model
+    if not hasattr(X, "shape"):
+        raise ValueError(
+            "diagnose reads rows at random (its sample) and beside the SAE's codes, so it takes an "
+            "array or a numpy.memmap, not a list or iterator of chunks: np.save them into one .npy "
+            "and pass np.load(path, mmap_mode='r')."
+        )
     how = pass_for(X, chunk_size, progress=progress, desc="diagnose")
     if how.resident:
         X = check_data(X, D.n_features, D.dtype, model="SAE" if is_sae else "dictionary")
