@@ -166,11 +166,14 @@ def test_larger_problem_certified_to_machine_precision():
     atoms = rng.standard_normal((96, 24))
     X = rng.standard_normal((64, 24)) * 2
     D = jaxsae.Dictionary(atoms)
-    sol = jaxsae.sparse_code(D, X, 0.3, support_cap=8)
-    assert sol.result == jaxsae.RESULTS.successful
-    assert int(sol.steps.max()) > 1  # the straggler rounds were needed
-    res = jaxsae.kkt_residual(D, X, sol.codes, 0.3)
-    assert float(res.max()) < 1e-8 and float(res.gap.max()) < 1e-10
+    # the block-coordinate rounds alone (the homotopy path would certify every point in
+    # its first round, leaving the stragglers' code untested), then the default path
+    for homotopy, rounds_needed in ((False, True), (None, False)):
+        sol = jaxsae.sparse_code(D, X, 0.3, support_cap=8, homotopy=homotopy)
+        assert sol.result == jaxsae.RESULTS.successful
+        assert (int(sol.steps.max()) > 1) == rounds_needed  # the straggler rounds ran
+        res = jaxsae.kkt_residual(D, X, sol.codes, 0.3)
+        assert float(res.max()) < 1e-8 and float(res.gap.max()) < 1e-10
 
 
 def test_implicit_gradients_match_finite_differences(solved):

@@ -317,14 +317,16 @@ def _pair_measures(sums, atoms, mask, live, lam, N, tol, antipodal_cos):
     """Pairwise conditions: (P)'s violation, co-firing, nesting, antipodal co-firing."""
     count, cofire = sums["count"], sums["cofire"]
     gram = atoms @ atoms.T
+    near_one = jnp.asarray(1 - tol, gram.dtype)  # tolerances arrive in float64
+    below = jnp.asarray(-antipodal_cos, gram.dtype)
     pair = mask[:, None] & mask[None, :] & ~jnp.eye(mask.shape[0], dtype=bool)
     violation = jnp.where(pair, sums["plhs"] - lam * (1 - gram) * sums["l1"][:, None], 0) / N
     return dict(
         pair_violation=violation,
         cofire=cofire,
         # A_j ⊆ A_k forces d_j = d_k (P): only distinct atoms are a nesting defect.
-        nested=pair & live[:, None] & (cofire >= count[:, None]) & (gram < 1 - tol),
-        antipodal_cofire=pair & (gram < -antipodal_cos) & (cofire > 0),
+        nested=pair & live[:, None] & (cofire >= count[:, None]) & (gram < near_one),
+        antipodal_cofire=pair & (gram < below) & (cofire > 0),
     )
 
 
