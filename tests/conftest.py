@@ -10,6 +10,7 @@ import itertools
 import equinox as eqx
 import jax
 import jaxtyping
+import numpy as np
 import pytest
 from jaxtyping import install_import_hook
 
@@ -59,3 +60,15 @@ def unchecked():
     jaxtyping.config.update("jaxtyping_disable", True)
     yield
     jaxtyping.config.update("jaxtyping_disable", False)
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    """300 sparse combinations of 4 unit atoms in R⁶ plus a little noise, as ``x.npy``
+    (the CLI tests' training data)."""
+    rng = np.random.default_rng(0)
+    atoms = rng.standard_normal((4, 6))
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    Z = rng.uniform(0, 1, (300, 4)) * (rng.uniform(size=(300, 4)) < 0.3)
+    np.save(tmp_path / "x.npy", Z @ atoms + 0.01 * rng.standard_normal((300, 6)))
+    return tmp_path / "x.npy"

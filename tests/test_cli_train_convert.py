@@ -7,16 +7,6 @@ import jaxsae
 from jaxsae.cli import main
 
 
-@pytest.fixture
-def data_file(tmp_path):
-    rng = np.random.default_rng(0)
-    atoms = rng.standard_normal((4, 6))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    Z = rng.uniform(0, 1, (300, 4)) * (rng.uniform(size=(300, 4)) < 0.3)
-    np.save(tmp_path / "x.npy", Z @ atoms + 0.01 * rng.standard_normal((300, 6)))
-    return tmp_path / "x.npy"
-
-
 def test_train_dictionary_writes_a_stationary_dictionary(tmp_path, data_file, capsys):
     out = tmp_path / "d.safetensors"
     rc = main(

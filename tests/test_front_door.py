@@ -10,16 +10,6 @@ import jaxsae
 from jaxsae.cli import main
 
 
-@pytest.fixture
-def data_file(tmp_path):
-    rng = np.random.default_rng(0)
-    atoms = rng.standard_normal((4, 6))
-    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
-    Z = rng.uniform(0, 1, (300, 4)) * (rng.uniform(size=(300, 4)) < 0.3)
-    np.save(tmp_path / "x.npy", Z @ atoms + 0.01 * rng.standard_normal((300, 6)))
-    return tmp_path / "x.npy"
-
-
 def _train(data_file, out, *extra):
     return main(["train", "--data", str(data_file), "--out", str(out), "--quiet", *extra])
 
