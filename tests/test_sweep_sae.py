@@ -1,5 +1,6 @@
 """sweep(learner=SAETrainer()): one program for a grid of SAEs; equals separate runs; honest table."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -56,6 +57,13 @@ def test_sae_sweep_table_is_bounded_by_the_optimum_and_the_wide_limit(data):
         np.testing.assert_allclose(np.linalg.norm(np.asarray(D.atoms), axis=1), 1, rtol=1e-12)
         assert 0 < float(res.l0[i]) <= int(res.width[i])
         assert 0 < float(res.explained_variance[i]) <= 1
+        # sae(i) is the run itself: its own encoder reproduces the table's objective.
+        sae = res.sae(i)
+        assert sae.W_enc.shape == (8, int(res.width[i]))
+        Z = jax.vmap(sae.encode)(data)
+        np.testing.assert_allclose(
+            float(jaxsae.objective(D, data, Z, 0.1)), float(res.objective[i]), rtol=1e-10
+        )
     # The wider SAE fits better, and an SAE is not a certified stationary point.
     assert float(res.objective[1]) < float(res.objective[0])
     assert not bool(res.converged.any())
@@ -91,3 +99,9 @@ def test_cli_sweep_method_sae_writes_table(tmp_path, data):
     assert [r["width"] for r in rows] == [2, 4]
     assert all(r["objective"] >= r["bound"] for r in rows)
     assert (tmp_path / "out" / "sweep.png").exists()
+
+
+def test_dictionary_sweep_has_no_sae(data):
+    res = jaxsae.sweep(data, widths=[2], lams=[0.1], progress=False)
+    with pytest.raises(ValueError, match="dictionaries, not SAEs"):
+        res.sae(0)

@@ -11,7 +11,9 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, Int
 
 from .._atomic import atomic_write, atomic_write_json
+from ..models._activations import ReLU
 from ..models._dictionary import Dictionary
+from ..models._sae import SAE
 
 COLUMNS = (
     "width",
@@ -44,6 +46,8 @@ class SweepResult(eqx.Module):
         alignment: ``(R,)`` max alignment error of (A).
         converged: ``(R,)`` both first-order measures met the tolerance.
         atoms: ``(R, K_max, d)``; bias: ``(R, d)``; mask: ``(R, K_max)``.
+        W_enc, b_enc: ``(R, d, K_max)`` and ``(R, K_max)``, the encoders of an SAE
+            sweep (``None`` for dictionaries); ``sae(i)`` rebuilds run ``i``.
     """
 
     width: Int[Array, " R"]
@@ -62,6 +66,8 @@ class SweepResult(eqx.Module):
     bias: Float[Array, "R d"]
     mask: Bool[Array, "R K"]
     free_bias: bool = eqx.field(static=True, default=False)
+    W_enc: Float[Array, "R d K"] | None = None
+    b_enc: Float[Array, "R K"] | None = None
 
     def __len__(self) -> int:
         return int(self.width.shape[0])
@@ -75,6 +81,13 @@ class SweepResult(eqx.Module):
         """Run ``i`` as a ``Dictionary`` of its own width (masked padding dropped)."""
         w = int(self.width[i])
         return Dictionary(self.atoms[i, :w], self.bias[i], free_bias=self.free_bias)
+
+    def sae(self, i: int) -> SAE:
+        """Run ``i`` of an SAE sweep as a ReLU ``SAE`` of its own width (masked latents dropped)."""
+        if self.W_enc is None:
+            raise ValueError("this sweep learned dictionaries, not SAEs: use dictionary(i).")
+        w = int(self.width[i])
+        return SAE(self.W_enc[i, :, :w], self.b_enc[i, :w], self.atoms[i, :w], self.bias[i], ReLU())
 
     def select(self, *, lam=None, seed=None) -> list[int]:
         """Indices of the runs with this λ and/or seed, in increasing width."""

@@ -129,14 +129,14 @@ def sweep_sae(X, grid, *, steps: int, batch_size: int, lr: float, tol: float, ch
     """Train the SAE grid ``[(width, λ, seed), ...]`` on ``X`` and tabulate it (module doc).
 
     ``X``: a validated array, or (``streamed``) a memmap / list of chunks."""
+    chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
     if streamed:
         rows = Rows(X, "sweep(learner=SAETrainer())", dtype)  # random access, or one clear error
         source, dtype, d = rows.source, rows.dtype, rows.d
-        chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
         how = Streamed(chunk, desc="sweep (sae)")
-    else:
+    else:  # scanned in chunks: the table pass holds (runs, chunk, K_max) codes, not (runs, N, K_max)
         rows, source, dtype, d = None, X, X.dtype, X.shape[1]
-        how = Resident(X.shape[0])
+        how = Resident(min(chunk, X.shape[0]))
     for _, lam, _ in grid:
         check_lam(lam, dtype)
     if int(batch_size) < 1:
@@ -221,6 +221,8 @@ def _table(grid, params: SAE, masks, lams, m: dict, bound, tol: float) -> SweepR
         bias=params.b_dec,
         mask=masks,
         free_bias=True,
+        W_enc=params.W_enc,
+        b_enc=jnp.where(masks, params.b_enc, 0),
     )
 
 
