@@ -14,12 +14,18 @@ NOTEBOOKS = {
     "absorption_splitting": ["absorption.png", "splitting.png"],
     "antipodal_pairs": ["antipodal_pairs.png"],
     "wide_limit": ["wide_limit.png"],
-    "real_sae_study": ["distance_to_optimum.png", "absorption_vs_width.png"],
+    "real_sae_study": [
+        "distance_to_optimum.png",
+        "absorption_vs_width.png",
+        "family_tree.png",
+        "antipodal_and_residuals.png",
+        "synthetic_control.png",
+    ],
 }
 
 
-# The real-SAE study (issue 20, in progress) takes ~100 s at small size, mostly compiling
-# eight diagnoses: it runs in `make test-slow` until it fits the default suite's budget.
+# The real-SAE study takes ~200 s at small size, mostly compiling eight diagnoses and the
+# synthetic-control sweeps: it runs in `make test-slow` until it fits the default suite's budget.
 CASES = [
     pytest.param(n, marks=pytest.mark.slow) if n == "real_sae_study" else n
     for n in sorted(NOTEBOOKS)
