@@ -283,7 +283,7 @@ for i in range(len(tree.widths) - 1, 0, -1):
     np.add.at(desc[i - 1], tree.parents[i], desc[i])
 roots = list(np.argsort(-desc[0])[:2])
 fig, ax = plt.subplots(figsize=(15, 1.0 + 1.1 * len(WIDTHS)))
-level, xs = [(r,) for r in roots], {}
+level, xs, prev = [(r,) for r in roots], {}, []
 for i, w in enumerate(tree.widths):
     if i > 0:
         level = [(k,) for k in range(w) if any(tree.parents[i][k] == p[0] for p in prev)]
@@ -327,7 +327,9 @@ if pred:
     axes[0].plot([0, lim], [0, lim], "k--", lw=0.8, label="rate = prediction")
     axes[0].legend(fontsize=7)
 else:
-    axes[0].text(0.5, 0.5, "no antipodal pair (cos < −0.9)", ha="center", transform=axes[0].transAxes)
+    axes[0].text(
+        0.5, 0.5, "no antipodal pair (cos < −0.9)", ha="center", transform=axes[0].transAxes
+    )
 axes[0].set_xlabel("predicted firing rate P(±vᵀ(x−b) > λ)")
 axes[0].set_ylabel("measured firing rate")
 axes[0].set_title("antipodal pairs, all models", fontsize=9)
@@ -391,13 +393,18 @@ assert abs(F5 - 0.139296) < 5e-6 and abs(F6 - F_inf) < 1e-9  # absorption wins b
 # the simple rate: the share of points whose parent's best-matched atom is silent) and
 # its F against the compositional dictionary's say where composition stops losing.
 
+
 # %%
 def free_world(P, C, profile, n=60):
     E = np.eye(P + C)
     combos = [(j, i) for j in range(P) for i in range(C)]
     w = {"uniform": np.ones(len(combos)), "zipf": 1.0 / np.arange(1, len(combos) + 1)}[profile]
     counts = np.maximum(1, np.round(n * w / w.sum())).astype(int)
-    pts = [(j, E[j] + 0.8 * E[P + i]) for (j, i), c in zip(combos, counts, strict=True) for _ in range(c)]
+    pts = [
+        (j, E[j] + 0.8 * E[P + i])
+        for (j, i), c in zip(combos, counts, strict=True)
+        for _ in range(c)
+    ]
     return np.asarray([p for _, p in pts]), np.asarray([j for j, _ in pts]), E
 
 
@@ -411,16 +418,32 @@ def absorption_rate(D, X, parent_of, E, P):
     return float(np.mean(rates))
 
 
-WORLDS = [(2, 3, "uniform"), (3, 3, "zipf")] if SMALL else [
-    (2, 3, "uniform"), (2, 3, "zipf"), (3, 3, "uniform"), (3, 4, "zipf"), (4, 4, "uniform"), (4, 4, "zipf")]
+WORLDS = (
+    [(2, 3, "uniform"), (3, 3, "zipf")]
+    if SMALL
+    else [
+        (2, 3, "uniform"),
+        (2, 3, "zipf"),
+        (3, 3, "uniform"),
+        (3, 4, "zipf"),
+        (4, 4, "uniform"),
+        (4, 4, "zipf"),
+    ]
+)
 control = []
 for P, C, profile in WORLDS:
     Xw, parent_of, Ew = free_world(P, C, profile)
     M = P * C
     comp_w = jaxsae.Dictionary(Ew)
     F_c = float(jaxsae.objective(comp_w, Xw, jaxsae.sparse_code(comp_w, Xw, LAM).codes, LAM))
-    widths_w = list(range(P + C, M + 1)) if M - P - C <= 6 else sorted({P + C, (P + C + M) // 2, M - 2, M - 1, M})
-    sw_w = jaxsae.sweep(Xw, widths=widths_w, lams=[LAM], seeds=range(4 if SMALL else 8), progress=False)
+    widths_w = (
+        list(range(P + C, M + 1))
+        if M - P - C <= 6
+        else sorted({P + C, (P + C + M) // 2, M - 2, M - 1, M})
+    )
+    sw_w = jaxsae.sweep(
+        Xw, widths=widths_w, lams=[LAM], seeds=range(4 if SMALL else 8), progress=False
+    )
     for K in widths_w:
         idx = [i for i in range(len(sw_w)) if int(sw_w.width[i]) == K]
         best = min(idx, key=lambda i: float(sw_w.objective[i]))
@@ -432,7 +455,12 @@ for P, C, profile in WORLDS:
     sel = [c for c in control if (c["P"], c["C"], c["profile"]) == (P, C, profile)]
     lbl = f"{P}×{C}, {profile}"
     axes[0].plot([c["K_over_M"] for c in sel], [c["absorption_rate"] for c in sel], "o-", label=lbl)
-    axes[1].plot([c["K_over_M"] for c in sel], [c["F_best"] - c["F_compositional"] for c in sel], "o-", label=lbl)
+    axes[1].plot(
+        [c["K_over_M"] for c in sel],
+        [c["F_best"] - c["F_compositional"] for c in sel],
+        "o-",
+        label=lbl,
+    )
 axes[0].set_ylabel("absorption rate of the best learned")
 axes[1].axhline(0, color="k", lw=0.8)
 axes[1].set_ylabel("F(best learned, K) − F(compositional, P+C)")
@@ -443,7 +471,9 @@ fig.tight_layout()
 save_figure(fig, OUT / "synthetic_control.png")
 lose = [c for c in control if c["K"] == c["P"] + c["C"]]
 for c in lose:
-    print(f"{c['P']}×{c['C']} {c['profile']}: at K = P+C = {c['K']} best learned F {c['F_best']:.5f} vs compositional {c['F_compositional']:.5f}, absorption {c['absorption_rate']:.2f}")
+    print(
+        f"{c['P']}×{c['C']} {c['profile']}: at K = P+C = {c['K']} best learned F {c['F_best']:.5f} vs compositional {c['F_compositional']:.5f}, absorption {c['absorption_rate']:.2f}"
+    )
 
 # %% [markdown]
 # ## 7. Closing table
