@@ -1,9 +1,10 @@
 """Width × λ sweep of dictionary learning: one vmapped program vs a Python loop of runs.
 
-Problem: 8×8 image patches (as in ``dictionary_learning.py``, fewer points), 8
-widths × 4 λ values, one seed. jaxsae's ``sweep`` pads every run to the largest
-width (atom masks) and vmaps the learner's steps over the 32 runs; the anchor is
-the loop a researcher would write: ``learn_dictionary`` once per (width, λ).
+Problem: 8×8 image patches (as in ``dictionary_learning.py``, fewer points), 7
+widths (4–64) × 4 λ values × 2 seeds, 56 runs (``--quick``: 4 widths × 2 λ, one
+seed). jaxsae's ``sweep`` pads every run to the largest width (atom masks) and
+vmaps the learner's steps over the runs; the anchor is the loop a researcher
+would write: ``learn_dictionary`` once per (width, λ, seed).
 Both use the same settings (warm-up steps, L-BFGS steps, tolerance); each is
 timed twice, so compilation (first call) is reported separately from the
 steady-state run time (second call, everything cached).
@@ -33,24 +34,23 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     args = ap.parse_args()
     if args.quick:
-        N, widths, lams, warm, steps = 400, [4, 8, 12, 16], [0.1, 0.2], 10, 20
+        N, widths, lams, seeds, warm, steps = 400, [4, 8, 12, 16], [0.1, 0.2], [0], 10, 20
     else:
-        N, widths, lams, warm, steps = (
-            2000,
-            [8, 16, 24, 32, 40, 48, 56, 64],
-            [0.05, 0.1, 0.2, 0.4],
-            20,
-            100,
-        )
+        N, widths, lams, seeds, warm, steps = (
+            2000, [4, 8, 16, 24, 32, 48, 64], [0.05, 0.1, 0.2, 0.4], [0, 1], 20, 100,
+        )  # fmt: skip
     X = jnp.asarray(patches(N))
     kw = dict(warm_steps=warm, max_steps=steps)
     print(
-        f"patches N={N}, d={X.shape[1]}, widths={widths}, lams={lams}: {len(widths) * len(lams)} runs"
+        f"patches N={N}, d={X.shape[1]}, widths={widths}, lams={lams}, seeds={seeds}: "
+        f"{len(widths) * len(lams) * len(seeds)} runs"
     )
 
     def vmapped():
         learner = jaxsae.DictionaryLearner(**kw)
-        res = jaxsae.sweep(X, widths=widths, lams=lams, seeds=[0], learner=learner)
+        res = jaxsae.sweep(
+            X, widths=widths, lams=lams, seeds=seeds, learner=learner, progress=False
+        )
         jax.block_until_ready(res.objective)
         return res
 
@@ -58,8 +58,10 @@ def main():
         out = []
         for w in widths:
             for lam in lams:
-                D, h = jaxsae.learn_dictionary(X, w, lam, key=jax.random.key(0), **kw)
-                out.append(float(h.objective[-1]))
+                for seed in seeds:
+                    D, h = jaxsae.learn_dictionary(X, w, lam, key=jax.random.key(seed),
+                                                   progress=False, **kw)  # fmt: skip
+                    out.append(float(h.objective[-1]))
         return out
 
     timings = {}
@@ -89,6 +91,7 @@ def main():
                 "d": int(X.shape[1]),
                 "widths": widths,
                 "lams": lams,
+                "seeds": seeds,
                 "warm_steps": warm,
                 "max_steps": steps,
             },

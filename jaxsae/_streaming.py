@@ -300,14 +300,15 @@ def resolve_mesh(mesh) -> Mesh | None:
 
 def pass_for(X, chunk_size=None, *, mesh=None, progress=False, desc="streaming") -> Pass:
     """The strategy for ``X``: :class:`Streamed` for memmaps, chunk lists and iterators
-    (default chunk ``DEFAULT_CHUNK``), :class:`Resident` for arrays (default: all rows)."""
+    and :class:`Resident` for arrays, both with default chunk ``DEFAULT_CHUNK`` rows (a
+    resident array is scanned chunk by chunk, so a pass's temporaries stay bounded)."""
     if chunk_size is not None and int(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
     if is_streamable(X):
         chunk = DEFAULT_CHUNK if chunk_size is None else int(chunk_size)
         return Streamed(chunk, resolve_mesh(mesh), bool(progress), desc)
     n = int(np.shape(X)[0])
-    return Resident(max(1, n if chunk_size is None else min(int(chunk_size), n)))
+    return Resident(max(1, min(DEFAULT_CHUNK if chunk_size is None else int(chunk_size), n)))
 
 
 def _args_dtype(args, X):

@@ -429,3 +429,21 @@ def test_predictions_vmap_over_lam_equals_loop():
     for i, lam in enumerate(lams):
         for b, one in zip(batched, f(lam)):
             np.testing.assert_allclose(np.asarray(b[i]), np.asarray(one), rtol=1e-14)
+
+
+def test_absorption_in_a_free_composition_world(getkey):
+    """Composition keeps every parent's atom active (rate 0); one atom per combination
+    p_j + βc_i makes parent j's best-matched atom (its first combination, by argmax order)
+    silent on the points of its other C − 1 children: rate (C − 1)/C under uniform counts."""
+    P, C, lam = 2, 3, 0.1
+    w = syn.free_composition(key=getkey(), n_parents=P, n_children=C, n_points=60)
+    comp = jaxsae.Dictionary(w.features)
+    A = ph.absorption(comp, jaxsae.sparse_code(comp, w.X, lam).codes, w)
+    np.testing.assert_array_equal(A.parents, [0, 1])
+    np.testing.assert_allclose(A.rate, [0.0, 0.0])
+    F = np.asarray(w.features)
+    combos = np.asarray([F[j] + 0.8 * F[P + i] for j in range(P) for i in range(C)])
+    absorbing = jaxsae.Dictionary(combos / np.linalg.norm(combos, axis=1, keepdims=True))
+    A = ph.absorption(absorbing, jaxsae.sparse_code(absorbing, w.X, lam).codes, w)
+    np.testing.assert_allclose(A.rate, [(C - 1) / C] * P, atol=1e-12)
+    np.testing.assert_array_equal(A.main_atom, [0, C])

@@ -137,3 +137,22 @@ def test_worlds_are_jittable_and_deterministic(getkey):
     np.testing.assert_array_equal(
         f(key), syn.dense_signed(key=key, n_points=50, dim=3, n_sparse=1, gaussian=True).X
     )
+
+
+def test_free_composition_counts_and_structure(getkey):
+    w = syn.free_composition(key=getkey(), n_parents=2, n_children=3, n_points=20, profile="zipf")
+    # zipf weights 1/m over M = 6 combinations, 20 points: round(20·(1/m)/H_6) each
+    H = sum(1 / m for m in range(1, 7))
+    expect = [max(1, round(20 / m / H)) for m in range(1, 7)]
+    np.testing.assert_array_equal(np.bincount(np.asarray(w.labels)), expect)
+    _orthonormal(w.features)
+    codes = np.asarray(w.codes)
+    np.testing.assert_allclose(np.asarray(w.X), codes @ np.asarray(w.features), atol=1e-12)
+    m = np.asarray(w.labels)
+    np.testing.assert_array_equal(codes[np.arange(len(m)), m // 3], 1.0)  # parent j = m // C
+    np.testing.assert_array_equal(codes[np.arange(len(m)), 2 + m % 3], 0.8)  # child i = m % C
+    assert (codes > 0).sum(axis=1).tolist() == [2] * len(m)
+    assert np.asarray(w.is_parent).tolist() == [True, True, False, False, False]
+    assert np.asarray(w.children).tolist() == [False, False, True, True, True]
+    with pytest.raises(ValueError, match="profile"):
+        syn.free_composition(key=getkey(), n_parents=2, n_children=2, profile="flat")

@@ -19,11 +19,13 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 __all__ = [
     "World",
     "dense_signed",
+    "free_composition",
     "gaussian_mixture",
     "hierarchy",
     "parent_child",
@@ -43,6 +45,9 @@ class World(eqx.Module):
         dense: ``(F,)`` whether the feature is a dense signed direction.
         labels: ``(N,)`` cluster / child label per point (``-1`` if none).
         name: which generator made the world.
+        composes: ``(F, F)`` with ``composes[p, c]`` when ``c`` is a child of
+            ``p``, for worlds where a child composes with several parents
+            (:func:`free_composition`); ``None`` means the tree ``parent``.
     """
 
     X: Float[Array, "N d"]
@@ -52,19 +57,25 @@ class World(eqx.Module):
     dense: Bool[Array, " F"]
     labels: Int[Array, " N"]
     name: str = eqx.field(static=True, default="world")
+    composes: Bool[Array, "F F"] | None = None
+
+    @property
+    def child_of(self) -> Bool[Array, "F F"]:
+        """``child_of[p, c]``: feature ``c`` is a child of feature ``p``."""
+        if self.composes is not None:
+            return self.composes
+        F = self.features.shape[0]
+        return self.parent[None, :] == jnp.arange(F, dtype=self.parent.dtype)[:, None]
 
     @property
     def children(self) -> Bool[Array, " F"]:
         """Whether each feature has a parent."""
-        return self.parent >= 0
+        return jnp.any(self.child_of, axis=0)
 
     @property
     def is_parent(self) -> Bool[Array, " F"]:
         """Whether each feature is the parent of some other feature."""
-        F = self.features.shape[0]
-        return jnp.any(
-            self.parent[None, :] == jnp.arange(F, dtype=self.parent.dtype)[:, None], axis=1
-        )
+        return jnp.any(self.child_of, axis=1)
 
 
 def _check_sizes(**sizes: int) -> None:
@@ -229,6 +240,60 @@ def parent_child(
         dtype=dtype,
     )
     return World(w.X, w.features, w.codes, w.parent, w.dense, w.labels, "parent_child")
+
+
+def free_composition(
+    *,
+    key: PRNGKeyArray,
+    n_parents: int,
+    n_children: int,
+    n_points: int = 60,
+    dim: int | None = None,
+    profile="uniform",
+    alpha=1.0,
+    beta=0.8,
+    dtype=None,
+) -> World:
+    """THEORY §7's open question: ``P`` parents and ``C`` children that compose
+    freely. Every point is ``αp_j + βc_i`` for one of the ``M = P·C``
+    combinations; combination ``m`` (parent-major order) appears
+    ``max(1, round(n_points · w_m / Σw))`` times, with weights ``w`` from
+    ``profile``: ``"uniform"``, ``"zipf"`` (``w_m = 1/m``) or an ``(M,)`` array.
+    Directions are orthonormal (``dim ≥ P + C``, default ``P + C``); features are
+    ordered parents then children, and every child is a child of every parent
+    (``composes``). ``labels`` holds the combination index.
+    """
+    _check_sizes(n_parents=n_parents, n_children=n_children, n_points=n_points)
+    P, C = n_parents, n_children
+    dim = P + C if dim is None else dim
+    _check_sizes(dim=dim)
+    if P + C > dim:
+        raise ValueError(
+            f"free_composition needs P + C = {P + C} orthonormal features but dim = {dim}."
+        )
+    M = P * C
+    if isinstance(profile, str):
+        ranks = np.arange(1, M + 1, dtype=float)
+        if profile not in ("uniform", "zipf"):
+            raise ValueError(f"profile must be 'uniform', 'zipf' or {M} weights, got {profile!r}.")
+        w = np.ones(M) if profile == "uniform" else 1.0 / ranks
+    else:
+        w = np.asarray(profile, float)
+        if w.shape != (M,) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"profile weights must be {M} nonnegative numbers, not all 0.")
+    counts = np.maximum(1, np.round(n_points * w / w.sum())).astype(int)
+    combo = np.repeat(np.arange(M), counts)
+    dtype = _dtype(dtype)
+    codes = np.zeros((len(combo), P + C))
+    codes[np.arange(len(combo)), combo // C] = alpha
+    codes[np.arange(len(combo)), P + combo % C] = beta
+    codes = jnp.asarray(codes, dtype)
+    features = _directions(key, P + C, dim, dtype)
+    composes = np.zeros((P + C, P + C), bool)
+    composes[:P, P:] = True
+    parent = jnp.full(P + C, -1, jnp.int32)
+    return World(codes @ features, features, codes, parent, jnp.zeros(P + C, bool),
+                 jnp.asarray(combo, jnp.int32), "free_composition", jnp.asarray(composes))  # fmt: skip
 
 
 @eqx.filter_jit

@@ -157,16 +157,16 @@ def absorption(
     Y = np.asarray(world.X.astype(A.dtype) - dictionary.bias)
     feats = np.asarray(_unit(world.features))
     codes = np.asarray(world.codes)
-    parent = np.asarray(world.parent)
+    child_of = np.asarray(world.child_of)
     Anp = np.asarray(A)
     C = feats @ Anp.T
     C[:, ~np.asarray(mask)] = -np.inf
-    parents = np.flatnonzero(np.isin(np.arange(len(parent)), parent[parent >= 0]))
+    parents = np.flatnonzero(child_of.any(axis=1))
     rate, frac, full, main = [], [], [], []
     for p in parents:
         m = int(np.argmax(C[p]))
         main.append(m)
-        kids = np.flatnonzero(parent == p)
+        kids = np.flatnonzero(child_of[p])
         both = (codes[:, p] > 0) & np.any(codes[:, kids] > 0, axis=1)
         silent = Zm[:, m] <= 0
         rate.append(float(np.mean(silent[both])) if both.any() else 0.0)
