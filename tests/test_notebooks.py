@@ -14,24 +14,16 @@ NOTEBOOKS = {
     "absorption_splitting": ["absorption.png", "splitting.png"],
     "antipodal_pairs": ["antipodal_pairs.png"],
     "wide_limit": ["wide_limit.png"],
-    "real_sae_study": [
-        "distance_to_optimum.png",
-        "absorption_vs_width.png",
-        "family_tree.png",
-        "antipodal_and_residuals.png",
-        "synthetic_control.png",
-    ],
 }
 
 
-# The real-SAE study at small size (one layer, widths 8 and 16, 360 tokens) takes ~90 s on
-# 2 cores, nearly all of it compiling: the harvest's MiniLM, the vmapped sweep, six
-# diagnoses at two widths, two certified dictionaries and the synthetic-control sweep.
-CASES = sorted(NOTEBOOKS)
-
-
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
 def test_notebook_runs_and_writes_figures(name, tmp_path):
+    run_notebook(name, NOTEBOOKS[name], tmp_path)
+
+
+def run_notebook(name, figures, tmp_path):
+    """Run ``notebooks/{name}.py`` at small size; check it exits 0 and writes ``figures``."""
     env = dict(
         os.environ, JAXSAE_NOTEBOOK_SIZE="small", JAXSAE_FIGURES=str(tmp_path), MPLBACKEND="Agg"
     )
@@ -44,7 +36,7 @@ def test_notebook_runs_and_writes_figures(name, tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for fig in NOTEBOOKS[name]:
+    for fig in figures:
         path = tmp_path / fig
         assert path.exists(), f"{name} did not write {fig}"
         assert path.stat().st_size > 5000  # a real PNG, not an empty file

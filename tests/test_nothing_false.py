@@ -356,6 +356,7 @@ def _child_sae(seed, act):
                       b_dec=jnp.asarray(r.normal(size=4), jnp.float32), activation=act)  # fmt: skip
 
 
+@pytest.mark.slow  # second witness: test_reliability kills a save_sae mid-write deterministically
 def test_save_sae_killed_at_random_moments_leaves_the_old_or_the_new_sae(tmp_path):
     """A child saves SAE A (ReLU) and B (TopK(3)) over one folder in a loop and is SIGKILLed at
     random moments: the folder is always exactly A with A's certificate, or B with B's."""

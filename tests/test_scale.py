@@ -94,6 +94,7 @@ def test_streaming_errors_are_clear():
         jaxsae.certify(D, iter([]), LAM)
 
 
+@pytest.mark.slow  # second witness: test_second_order_stream checks the streamed operator's verdicts
 def test_streamed_hessian_vector_product_equals_in_memory(tmp_path):
     """(§4) Hess F[Ξ, ḃ] from a memmap of data and codes, chunk by chunk (every product a
     pass), against the resident operator (inverse Grams kept), and the resident operator's

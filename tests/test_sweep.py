@@ -31,6 +31,11 @@ def swept():
     return X, res
 
 
+def test_dictionary_sweep_has_no_sae(swept):
+    with pytest.raises(ValueError, match="dictionaries, not SAEs"):
+        swept[1].sae(0)
+
+
 def test_sweep_equals_loop_of_runs(swept):
     X, res = swept
     assert len(res) == 4 and bool(np.all(res.converged))

@@ -99,9 +99,3 @@ def test_cli_sweep_method_sae_writes_table(tmp_path, data):
     assert [r["width"] for r in rows] == [2, 4]
     assert all(r["objective"] >= r["bound"] for r in rows)
     assert (tmp_path / "out" / "sweep.png").exists()
-
-
-def test_dictionary_sweep_has_no_sae(data):
-    res = jaxsae.sweep(data, widths=[2], lams=[0.1], progress=False)
-    with pytest.raises(ValueError, match="dictionaries, not SAEs"):
-        res.sae(0)
