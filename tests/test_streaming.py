@@ -73,3 +73,28 @@ def test_sharded_stream_equals_single_device():
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("OK")
+
+
+def test_resident_array_is_scanned_in_bounded_chunks():
+    """A resident array larger than one default chunk is scanned chunk by chunk (the last one
+    padded and masked), and the certificate equals the one over a single all-rows chunk and
+    the closed-form objective of NumPy (pass_for is private: the strategy has no public name)."""
+    import jaxsae
+    from jaxsae._streaming import DEFAULT_CHUNK, pass_for
+
+    rng = np.random.default_rng(1)
+    N = DEFAULT_CHUNK + 808
+    X = rng.standard_normal((N, 4))
+    assert pass_for(X).chunk_size == DEFAULT_CHUNK and pass_for(X[:10]).chunk_size == 10
+    A = rng.standard_normal((3, 4))
+    D = jaxsae.Dictionary(A / np.linalg.norm(A, axis=1, keepdims=True))
+    Z = np.asarray(jaxsae.sparse_code(D, X, 0.1).codes)
+    chunked = jaxsae.certify(D, X, 0.1, codes=Z)
+    whole = jaxsae.certify(D, X, 0.1, codes=Z, chunk_size=N)
+    R = X - Z @ np.asarray(D.atoms)
+    F = 0.5 * np.sum(R * R) / N + 0.1 * np.sum(Z) / N
+    np.testing.assert_allclose(float(chunked.objective), F, rtol=1e-12)
+    np.testing.assert_allclose(float(chunked.objective), float(whole.objective), rtol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(chunked.atom_grad_norm), np.asarray(whole.atom_grad_norm), rtol=1e-9, atol=1e-14
+    )
