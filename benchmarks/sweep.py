@@ -43,7 +43,8 @@ def main():
     kw = dict(warm_steps=warm, max_steps=steps)
     print(
         f"patches N={N}, d={X.shape[1]}, widths={widths}, lams={lams}, seeds={seeds}: "
-        f"{len(widths) * len(lams) * len(seeds)} runs"
+        f"{len(widths) * len(lams) * len(seeds)} runs",
+        flush=True,
     )
 
     def vmapped():
@@ -76,7 +77,7 @@ def main():
             res = first
         else:
             loop_obj = np.asarray(first)
-        print(f"{name:6s} first call {t1 - t0:8.2f} s   steady {t2 - t1:8.2f} s")
+        print(f"{name:6s} first call {t1 - t0:8.2f} s   steady {t2 - t1:8.2f} s", flush=True)
     diff = float(np.max(np.abs(np.asarray(res.objective) - loop_obj)))
     ratio = timings["loop"]["run_s"] / timings["sweep"]["run_s"]
     ratio_first = timings["loop"]["first_s"] / timings["sweep"]["first_s"]

@@ -545,8 +545,7 @@ relu = [r for r in rows if r["arch"] == "relu"]
 cert = [r for r in rows if r["arch"] == "dictionary"]
 
 
-saes = [r for r in rows if r["arch"] != "dictionary"]
-anti = [r for r in saes if r["antipodal_pairs"]]
+anti = [r for r in rows if r["arch"] != "dictionary" and r["antipodal_pairs"]]  # any SAE
 n_anti = sum(r["antipodal_pairs"] for r in anti)
 below = sum(m < p for r in anti for ms, ps in zip(r["antipodal_rates"], r["antipodal_predicted"], strict=True)
             for m, p in zip(ms, ps, strict=True))  # fmt: skip

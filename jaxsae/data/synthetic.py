@@ -273,10 +273,9 @@ def free_composition(
         )
     M = P * C
     if isinstance(profile, str):
-        ranks = np.arange(1, M + 1, dtype=float)
         if profile not in ("uniform", "zipf"):
             raise ValueError(f"profile must be 'uniform', 'zipf' or {M} weights, got {profile!r}.")
-        w = np.ones(M) if profile == "uniform" else 1.0 / ranks
+        w = np.ones(M) if profile == "uniform" else 1.0 / np.arange(1, M + 1)
     else:
         w = np.asarray(profile, float)
         if w.shape != (M,) or np.any(w < 0) or w.sum() <= 0:
