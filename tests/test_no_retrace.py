@@ -55,6 +55,33 @@ def test_sparse_code_and_certify(traces):
     )  # fmt: skip
 
 
+def test_free_and_fixed_bias_share_one_compilation(traces):
+    """``free_bias`` is a value: a fixed-bias dictionary certifies with the program its
+    free-bias twin compiled, and only the free one judges the bias gradient."""
+    D, X = _problem(4)
+    X = X + 0.3  # the zero bias is not the optimal one: ‖Σ r_n‖/N > 0
+    free = jaxsae.Dictionary(D.atoms, free_bias=True)
+    certs = _twice(
+        traces, [(_streaming, "_resident_then")],
+        lambda D: (jaxsae.certify(D, X, 0.1),), [(free,), (D,)],
+    )  # fmt: skip
+    cert = certs[0]
+    c_free = jaxsae.certify(free, X, 0.1)
+    assert not bool(cert.free_bias) and bool(c_free.free_bias)
+    np.testing.assert_allclose(c_free.bias_grad_norm, cert.bias_grad_norm, rtol=1e-14)
+    # same codes and atoms; only the free bias adds ‖Σ r‖/(Nλ) to what is judged
+    np.testing.assert_allclose(c_free.code_kkt, cert.code_kkt, atol=1e-13)
+    assert float(c_free.bias_grad_norm) > 0.1
+    want = max(float(cert.stationarity), float(c_free.bias_grad_norm) / 0.1)
+    np.testing.assert_allclose(c_free.stationarity, want, rtol=1e-13)
+    _twice(
+        traces, [(_dl_driver, "_alternating"), (_dl_driver, "_lbfgs")],
+        lambda bias: jaxsae.learn_dictionary(X, 4, 0.1, bias=bias, key=jax.random.key(0),
+                                             max_steps=5, warm_steps=2, progress=False),
+        [(True,), (False,)],
+    )  # fmt: skip
+
+
 def test_second_order(traces):
     D, X = _problem(1)
     lam = 0.1  # the support sizes (a static cap) must not change between the calls

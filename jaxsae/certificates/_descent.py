@@ -61,7 +61,7 @@ def proved_decrease(
     size = n + D.n_features + D.n_atoms
     for t in STEPS:
         atoms = jnp.where(D.mask[:, None], D.atoms + t * atoms_dir, D.atoms)
-        bias = D.bias + t * bias_dir if D.free_bias else D.bias
+        bias = jnp.where(D.free_bias, D.bias + t * bias_dir, D.bias)
         Dt = Dictionary(atoms, bias, D.mask, free_bias=D.free_bias)
         f_high, _ = objective_bounds(Dt, X, lam, chunk)
         if f_low - f_high > 8 * u * size * (abs(f_low) + abs(f_high)):

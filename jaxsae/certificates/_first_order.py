@@ -107,7 +107,7 @@ class Certificate(eqx.Module):
     worst_point: Array
     add_atom: Float[Array, " d"]
     add_atom_gain: Float[Array, ""]
-    free_bias: bool = eqx.field(static=True, default=False)
+    free_bias: Bool[Array, ""]
     codes_given: bool = eqx.field(static=True, default=False)
     support_cap: int = eqx.field(static=True, default=32)
     second_order: Any = None
@@ -119,9 +119,7 @@ class Certificate(eqx.Module):
         free bias, ``‖Σ r_n‖/(Nλ)``."""
         align = jnp.max(jnp.where(self.live, self.atom_alignment, 0), axis=-1)
         out = jnp.maximum(self.code_kkt, align)
-        if self.free_bias:
-            out = jnp.maximum(out, self.bias_grad_norm / self.lam)
-        return out
+        return jnp.where(self.free_bias, jnp.maximum(out, self.bias_grad_norm / self.lam), out)
 
     def stationarity_measures(self) -> Stationarity:
         """The numbers of ``_stationarity``'s shared vocabulary, as Python scalars."""
@@ -134,7 +132,7 @@ class Certificate(eqx.Module):
             atom_gradient=s["atom_grad_norm_max"],
             alignment=s["atom_alignment_max"],
             bias_gradient=s["bias_grad_norm"],
-            free_bias=self.free_bias,
+            free_bias=bool(self.free_bias),
             lam=s["lam"],
             tol=s["tol"],
         )

@@ -265,8 +265,11 @@ def _flat_mvs(H: RiemannianHessian, V):
 
 
 @eqx.filter_jit
-def riemannian_hessian(fs: FrozenSupport, dictionary: Dictionary, lam, space) -> RiemannianHessian:
-    """Build the operator; ``space`` marks the atoms whose directions are kept."""
+def riemannian_hessian(
+    fs: FrozenSupport, dictionary: Dictionary, lam, space, free_bias: bool
+) -> RiemannianHessian:
+    """Build the operator; ``space`` marks the atoms whose directions are kept;
+    ``free_bias`` (a Python bool: it sets the tangent space's shape) adds the bias."""
     gA, gb = frozen_gradient(fs, dictionary.atoms, dictionary.bias, lam)
-    tangent = Tangent(dictionary.atoms, space, dictionary.free_bias)
+    tangent = Tangent(dictionary.atoms, space, free_bias)
     return RiemannianHessian(fs, dictionary.atoms, dictionary.bias, lam, gA, gb, tangent)

@@ -72,9 +72,9 @@ def _first_order_line(cert, s) -> tuple[bool, str]:
     k = int(np.argmax(align))
     if align[k] > tol:
         return False, f"not stationary: atom {k} alignment error {align[k]:.2g} (A) > tol {tol:.0e}"
-    if cert.free_bias and s["bias_grad_norm"] / s["lam"] > tol:
+    if bool(cert.free_bias) and s["bias_grad_norm"] / s["lam"] > tol:
         return False, f"not stationary: bias gradient {s['bias_grad_norm']:.2g} > tol·λ"
-    what = "codes KKT, atoms (A)" + (", bias" if cert.free_bias else "")
+    what = "codes KKT, atoms (A)" + (", bias" if bool(cert.free_bias) else "")
     return True, f"first-order stationary to {s['stationarity']:.1e} ({what}; tol {tol:.0e})"
 
 
@@ -113,7 +113,7 @@ def certificate_verdict(cert) -> str:
     if stationary and s["max_residual_norm"] <= lam * (1 + s["tol"]):
         lines.append(
             f"globally optimal over all widths (W): max‖r_n‖ = {s['max_residual_norm']:.4g} ≤ λ = {lam:g}"
-            + ("" if cert.free_bias else " (for this bias)")
+            + ("" if bool(cert.free_bias) else " (for this bias)")
         )
     elif s["max_residual_norm"] > lam:
         lines.append(
@@ -149,7 +149,8 @@ def certificate_table(cert) -> str:
         ("max alignment error (A), live atoms", f"{s['atom_alignment_max']:.2e}"),
         ("max_k ‖grad_k L‖ (Riemannian, per atom)", f"{s['atom_grad_norm_max']:.2e}"),
         (
-            "bias gradient ‖Σ r_n‖/N" + ("" if cert.free_bias else " (bias fixed, not judged)"),
+            "bias gradient ‖Σ r_n‖/N"
+            + ("" if bool(cert.free_bias) else " (bias fixed, not judged)"),
             f"{s['bias_grad_norm']:.2e}",
         ),
         ("max |(P) violation| over atom pairs", f"{s['pair_violation_max']:.2e}"),

@@ -78,7 +78,8 @@ def _prepare(dictionary, X, lam, Z, chunk, tol):
     n_deg, cap = int(n_deg), max(1, int(cap))
     fs = frozen_support(dictionary, X, Z, lam, strong, cap, chunk)
     used = dictionary.mask & jnp.any(strong, axis=0)
-    H = riemannian_hessian(fs, dictionary, lam, used)
+    free_bias = bool(dictionary.free_bias)
+    H = riemannian_hessian(fs, dictionary, lam, used, free_bias)
     gtol = jnp.asarray(gram_tol(dictionary.dtype), dictionary.dtype)
     min_gram, n_singular, n_dead, rounding, radial = jax.device_get(
         _measures(fs, H, dictionary, strong, gtol)
@@ -87,7 +88,7 @@ def _prepare(dictionary, X, lam, Z, chunk, tol):
     if n_deg:
         fs_plus = frozen_support(dictionary, X, Z, lam, plus, cap, chunk)
         H_plus = riemannian_hessian(
-            fs_plus, dictionary, lam, dictionary.mask & jnp.any(plus, axis=0)
+            fs_plus, dictionary, lam, dictionary.mask & jnp.any(plus, axis=0), free_bias
         )
         rounding_plus = jax.device_get(_measures(fs_plus, H_plus, dictionary, plus, gtol)[3])
     n_used = dictionary.n_atoms - int(n_dead) - int(jnp.sum(~dictionary.mask))
@@ -180,7 +181,7 @@ def second_order(
             how = Streamed(chunk, how.mesh, how.progress, "first order")
             first = _first or first_order_measures(dictionary, X, lam, Z, ftol, how)
             prep, H, H_plus = prepare_streamed(dictionary, src, lam, ftol, progress)
-        if prep.n_used == 0 and not dictionary.free_bias:
+        if prep.n_used == 0 and not bool(dictionary.free_bias):
             raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
         return spectral_certificate(
             H, H_plus, prep, first, dictionary, X, lam, n_points=N, chunk=min(N, chunk),

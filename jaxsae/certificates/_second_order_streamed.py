@@ -255,7 +255,8 @@ def prepare_streamed(D: Dictionary, src: _Source, lam, ftol: float, progress):
     )
     n_deg, cap = int(n_deg), max(1, int(np.nonzero(np.asarray(sizes))[0].max()))
     used, used_plus = mask & (np.asarray(used) > 0), mask & (np.asarray(used_plus) > 0)
-    if not used.any() and not D.free_bias:
+    free_bias = bool(D.free_bias)
+    if not used.any() and not free_bias:
         raise ValueError("No atom is used by any point: the tangent space is empty. Lower lam.")
     args = (*base, jnp.asarray(gram_tol(dtype), dtype), jnp.asarray(N, dtype), d, cap)
     ((grad, grad_plus), n_singular, rounding), ginv_max = src.reduce(
@@ -267,11 +268,11 @@ def prepare_streamed(D: Dictionary, src: _Source, lam, ftol: float, progress):
         float(rounding[0]), float(rounding[1]), radial,
     )  # fmt: skip
     H = StreamedHessian(
-        src, D, consts, jnp.asarray(False), grad[0] / N, Tangent(D.atoms, jnp.asarray(used), D.free_bias), cap
+        src, D, consts, jnp.asarray(False), grad[0] / N, Tangent(D.atoms, jnp.asarray(used), free_bias), cap
     )  # fmt: skip
     H_plus = H
     if n_deg:
-        t_plus = Tangent(D.atoms, jnp.asarray(used_plus), D.free_bias)
+        t_plus = Tangent(D.atoms, jnp.asarray(used_plus), free_bias)
         H_plus = StreamedHessian(src, D, consts, jnp.asarray(True), grad_plus[0] / N, t_plus, cap)
     return prep, H, H_plus
 

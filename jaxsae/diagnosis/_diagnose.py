@@ -252,12 +252,12 @@ def _nearest(D, X, Xs, lam, cert_sae, cert_F, max_steps, second_order, moved_cos
     import jax
 
     data, shift = X, None
-    if not D.free_bias and bool(np.any(np.asarray(D.bias) != 0)):
+    if not bool(D.free_bias) and bool(np.any(np.asarray(D.bias) != 0)):
         data, shift = _centred(X, D.bias), D.bias  # a held bias: learn on x − b
     init = Dictionary(D.atoms, None if shift is not None else D.bias, D.mask, free_bias=D.free_bias,
                       normalize=False)  # fmt: skip
     D_opt, hist = learn_dictionary(
-        data, D.n_atoms, lam, init=init, bias=D.free_bias, max_steps=max_steps,
+        data, D.n_atoms, lam, init=init, bias=bool(D.free_bias), max_steps=max_steps,
         progress=chunk["progress"], chunk_size=chunk["chunk_size"], key=jax.random.key(0),
         dtype=D.dtype,
     )  # fmt: skip

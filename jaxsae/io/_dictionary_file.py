@@ -54,7 +54,7 @@ def save_dictionary(
         "bias": np.ascontiguousarray(np.asarray(dictionary.bias)),
         "mask": np.asarray(dictionary.mask).astype(np.uint8),
     }
-    meta = {"format": FORMAT, "version": VERSION, "free_bias": str(int(dictionary.free_bias))}
+    meta = {"format": FORMAT, "version": VERSION, "free_bias": str(int(bool(dictionary.free_bias)))}
     meta["sha256"] = tensors_digest(tensors)  # any later change to the data is detected
     if lam is not None or data_transform is not None:
         meta[KEY] = json.dumps(objective_record(lam, data_transform=data_transform))

@@ -69,12 +69,12 @@ class ResidentData(eqx.Module):
         pass
 
     def alternating(self, state, lam, mask, cfg):
-        return _alternating(state, self.X, lam, mask, cfg.policy, cfg.free_bias, cfg.inner_steps,
+        return _alternating(state, self.X, lam, mask, cfg.policy, jnp.asarray(cfg.free_bias), cfg.inner_steps,
                             self.batched)  # fmt: skip
 
     def lbfgs(self, state, lam, mask, cfg, start: bool):
-        dtype = self.X.dtype  # tolerances are values: a new one never recompiles
-        return _lbfgs(state, self.X, lam, mask, jnp.asarray(cfg.tol, dtype), cfg.free_bias,
+        dtype = self.X.dtype  # tolerances and the bias flag are values: never a recompile
+        return _lbfgs(state, self.X, lam, mask, jnp.asarray(cfg.tol, dtype), jnp.asarray(cfg.free_bias),
                       jnp.asarray(cfg.code_tol, dtype), cfg.max_code_steps, cfg.max_backtracks,
                       self.batched, jnp.asarray(start))  # fmt: skip
 

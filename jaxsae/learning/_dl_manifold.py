@@ -47,7 +47,7 @@ def chunk_sums(atoms, Y, Z, lam, mask, valid):
     return Zm, R, {"value": value, "C": Zm.T @ R, "rsum": jnp.sum(R, axis=0), "l1": jnp.sum(Zm, 0)}
 
 
-def measures(P, sums, n, lam, mask, free_bias: bool):
+def measures(P, sums, n, lam, mask, free_bias):
     """``(F, Riemannian gradient (K+1, d), row norms (K+1,), alignment (K,))`` from sums.
 
     ``∇_k F = −c_k/N`` and ``∇_b F = −Σ r_n/N`` (envelope theorem, THEORY §4) with
@@ -58,12 +58,12 @@ def measures(P, sums, n, lam, mask, free_bias: bool):
     atoms, bias = P[:-1], P[-1]
     C = jnp.where(mask[:, None], sums["C"], 0)
     g_atoms, align, _ = atom_first_order(atoms, C, sums["l1"], lam, n, sums["l1"] > 0)
-    gb = -sums["rsum"] / n if free_bias else jnp.zeros_like(bias)
+    gb = jnp.where(free_bias, -sums["rsum"] / n, jnp.zeros_like(bias))
     grad = jnp.concatenate([g_atoms, gb[None, :]], axis=0)
     return sums["value"] / n, grad, jnp.linalg.norm(grad, axis=1), align
 
 
-def reduced_gradient(P, X, Z, lam, mask, free_bias: bool):
+def reduced_gradient(P, X, Z, lam, mask, free_bias):
     """:func:`measures` of resident data: the sums over all of ``X`` as one chunk."""
     valid = jnp.ones(X.shape[:1], bool)
     _, _, sums = chunk_sums(P[:-1], X - P[-1], Z, lam, mask, valid)

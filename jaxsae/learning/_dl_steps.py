@@ -121,7 +121,7 @@ def atom_block_pass(atoms, A, B, mask):
     return jax.lax.fori_loop(0, atoms.shape[0], sweep, atoms)
 
 
-def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: int):
+def alternating_step(state, X, lam, mask, policy, free_bias, inner_steps: int):
     """One outer step of alternating minimisation (codes, then an exact atom sweep)."""
     P = state.P
     atoms, bias = P[:-1], P[-1]
@@ -132,8 +132,7 @@ def alternating_step(state, X, lam, mask, policy, free_bias: bool, inner_steps: 
     B = Zm.T @ (X - bias) / N
 
     atoms = atom_block_pass(atoms, A, B, mask)
-    if free_bias:
-        bias = jnp.mean(X - Zm @ atoms, axis=0)
+    bias = jnp.where(free_bias, jnp.mean(X - Zm @ atoms, axis=0), bias)
     R = X - bias - Zm @ atoms
     atoms = policy(atoms, Zm, R, mask)
     P_new = jnp.concatenate([atoms, bias[None, :]], axis=0)
@@ -300,7 +299,7 @@ def lbfgs_step(state, trial, loop, *, tol, max_backtracks: int, start, measure=N
     return _update_jit(state, moved, accepted, Ft, tol, patience), accepted
 
 
-def resident_trial(state, X, lam, mask, free_bias: bool, code_tol, max_code_steps: int):
+def resident_trial(state, X, lam, mask, free_bias, code_tol, max_code_steps: int):
     """``(trial, measure)`` of ``lbfgs_step`` for resident data: codes warm-started from
     ``state``'s and F at each trial point; the gradient and (A) once, where it ends."""
 

@@ -144,8 +144,8 @@ def _set_measures(state, P, out):
 def _alternating(stream, state, lam, mask, cfg, cache):
     P = state.P
     sums, n = stream_pass(stream, alternating_chunk, (P, lam, mask, cfg.inner_steps), cache, cache)
-    new = _set_measures(state, P, measures(P, sums, n, lam, mask, cfg.free_bias))
-    P_new = atoms_from_stats(P, sums, n, mask, cfg.free_bias)
+    new = _set_measures(state, P, measures(P, sums, n, lam, mask, jnp.asarray(cfg.free_bias)))
+    P_new = atoms_from_stats(P, sums, n, mask, jnp.asarray(cfg.free_bias))
     dead = np.asarray(mask & (sums["l1"] == 0))
     if cfg.policy.reseeds and dead.any():
         m = min(P.shape[0] - 1, n)
@@ -183,7 +183,9 @@ class StreamedData:
         def trial(Pt):
             args = (Pt, lam, mask, cfg.code_tol, cfg.max_code_steps)
             sums, n = stream_pass(self.stream, certified_chunk, args, current, trial_cache)
-            return _set_measures(state, Pt, measures(Pt, sums, n, lam, mask, cfg.free_bias))
+            return _set_measures(
+                state, Pt, measures(Pt, sums, n, lam, mask, jnp.asarray(cfg.free_bias))
+            )
 
         new, accepted = lbfgs_step(state, trial, Host(), tol=jnp.asarray(cfg.tol, state.P.dtype),
                                    max_backtracks=cfg.max_backtracks, start=jnp.asarray(start))  # fmt: skip

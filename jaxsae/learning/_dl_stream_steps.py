@@ -58,7 +58,7 @@ measures = eqx.filter_jit(_measures)
 
 
 @eqx.filter_jit
-def atoms_from_stats(P, sums, n, mask, free_bias: bool):
+def atoms_from_stats(P, sums, n, mask, free_bias):
     """Phase 1's exact atom pass and bias update from the sums of ``alternating_chunk``.
 
     ``A = Σ z zᵀ / N`` and ``B = Σ z (x − b)ᵀ / N`` as in the in-memory
@@ -67,8 +67,7 @@ def atoms_from_stats(P, sums, n, mask, free_bias: bool):
     """
     atoms, bias = P[:-1], P[-1]
     atoms = atom_block_pass(atoms, sums["A"] / n, sums["B"] / n, mask)
-    if free_bias:
-        bias = (sums["xsum"] - sums["l1"] @ atoms) / n
+    bias = jnp.where(free_bias, (sums["xsum"] - sums["l1"] @ atoms) / n, bias)
     return jnp.concatenate([atoms, bias[None, :]], axis=0)
 
 

@@ -25,7 +25,9 @@ class Dictionary(eqx.Module):
         mask: ``(K,)`` boolean; masked-out atoms (``False``) never get codes.
             Masks are how several widths are batched under ``vmap``.
         free_bias: whether ``b`` is a free parameter of the problem (the
-            certificates then also check the bias gradient ``−(1/N) Σ r_n``).
+            certificates then also check the bias gradient ``−(1/N) Σ r_n``). A
+            boolean *array*, not a static field: programs that do not depend on it
+            (codes, first-order passes, evaluation) compile once for both values.
 
     Construction checks shapes and finiteness. Rows that are not unit norm are
     normalised when ``normalize=True`` (default) and rejected otherwise, with the
@@ -41,10 +43,16 @@ class Dictionary(eqx.Module):
     atoms: Float[Array, "K d"]
     bias: Float[Array, " d"]
     mask: Bool[Array, " K"]
-    free_bias: bool = eqx.field(static=True, default=False)
+    free_bias: Bool[Array, ""]
 
     def __init__(
-        self, atoms, bias=None, mask=None, *, free_bias: bool = False, normalize: bool = True
+        self,
+        atoms,
+        bias=None,
+        mask=None,
+        *,
+        free_bias: bool | Bool[Array, ""] = False,
+        normalize: bool = True,
     ):
         atoms = as_float_array(atoms, "atoms")
         check_rank(atoms, 2, "atoms", "(K, d): one atom per row")
@@ -88,7 +96,7 @@ class Dictionary(eqx.Module):
         self.atoms = atoms
         self.bias = _checked_bias(bias, d, atoms.dtype)
         self.mask = _checked_mask(mask, K)
-        self.free_bias = free_bias
+        self.free_bias = _checked_flag(free_bias)
 
     @property
     def n_atoms(self) -> int:
@@ -122,6 +130,13 @@ class Dictionary(eqx.Module):
         if mask.shape != (self.n_atoms,) or mask.dtype != jnp.bool_:
             raise ValueError(f"mask must be a boolean array of shape ({self.n_atoms},).")
         return eqx.tree_at(lambda D: D.mask, self, mask)
+
+
+def _checked_flag(free_bias):
+    flag = jnp.asarray(free_bias)
+    if flag.shape != () or flag.dtype != jnp.bool_:
+        raise ValueError(f"free_bias must be True or False, got {free_bias!r}.")
+    return flag
 
 
 def _checked_bias(bias, d: int, dtype):
