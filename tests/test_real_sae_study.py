@@ -3,8 +3,10 @@ and 16, 360 tokens. Its own asserts check what THEORY proves (certified dictiona
 optima, §7's numbers 0.17000 / 0.139296 / F∞ = 0.123062); here we check its figures.
 
 In a file of its own so that ``--dist loadfile`` runs it beside the other notebooks: it
-takes ~90 s on 2 quiet cores, nearly all compiling (MiniLM, the vmapped sweep, six
-diagnoses at two widths, two certified dictionaries, the synthetic-control sweep)."""
+takes ~70 s alone on 2 quiet cores (~100 s beside another test worker), two thirds of it
+compiling (MiniLM, the vmapped sweep, six diagnoses at two widths, two certified
+dictionaries, the synthetic-control sweep). A certified dictionary reuses the programs
+its width's SAE compiled (``free_bias`` is a value)."""
 
 from test_notebooks import run_notebook
 
