@@ -72,9 +72,10 @@ def _first_order_line(cert, s) -> tuple[bool, str]:
     k = int(np.argmax(align))
     if align[k] > tol:
         return False, f"not stationary: atom {k} alignment error {align[k]:.2g} (A) > tol {tol:.0e}"
-    if bool(cert.free_bias) and s["bias_grad_norm"] / s["lam"] > tol:
+    free = bool(cert.free_bias)
+    if free and s["bias_grad_norm"] / s["lam"] > tol:
         return False, f"not stationary: bias gradient {s['bias_grad_norm']:.2g} > tol·λ"
-    what = "codes KKT, atoms (A)" + (", bias" if bool(cert.free_bias) else "")
+    what = "codes KKT, atoms (A)" + (", bias" if free else "")
     return True, f"first-order stationary to {s['stationarity']:.1e} ({what}; tol {tol:.0e})"
 
 

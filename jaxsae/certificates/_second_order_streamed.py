@@ -267,9 +267,8 @@ def prepare_streamed(D: Dictionary, src: _Source, lam, ftol: float, progress):
         n_deg, int(n_singular), float(1 / ginv_max), int(np.sum(mask & ~used)), int(used.sum()),
         float(rounding[0]), float(rounding[1]), radial,
     )  # fmt: skip
-    H = StreamedHessian(
-        src, D, consts, jnp.asarray(False), grad[0] / N, Tangent(D.atoms, jnp.asarray(used), free_bias), cap
-    )  # fmt: skip
+    t = Tangent(D.atoms, jnp.asarray(used), free_bias)
+    H = StreamedHessian(src, D, consts, jnp.asarray(False), grad[0] / N, t, cap)
     H_plus = H
     if n_deg:
         t_plus = Tangent(D.atoms, jnp.asarray(used_plus), free_bias)

@@ -69,12 +69,14 @@ class ResidentData(eqx.Module):
         pass
 
     def alternating(self, state, lam, mask, cfg):
-        return _alternating(state, self.X, lam, mask, cfg.policy, jnp.asarray(cfg.free_bias), cfg.inner_steps,
+        free_bias = jnp.asarray(cfg.free_bias)  # a value: both settings share one program
+        return _alternating(state, self.X, lam, mask, cfg.policy, free_bias, cfg.inner_steps,
                             self.batched)  # fmt: skip
 
     def lbfgs(self, state, lam, mask, cfg, start: bool):
-        dtype = self.X.dtype  # tolerances and the bias flag are values: never a recompile
-        return _lbfgs(state, self.X, lam, mask, jnp.asarray(cfg.tol, dtype), jnp.asarray(cfg.free_bias),
+        dtype, free_bias = self.X.dtype, jnp.asarray(cfg.free_bias)
+        # tolerances and the bias flag are values: a new one never recompiles
+        return _lbfgs(state, self.X, lam, mask, jnp.asarray(cfg.tol, dtype), free_bias,
                       jnp.asarray(cfg.code_tol, dtype), cfg.max_code_steps, cfg.max_backtracks,
                       self.batched, jnp.asarray(start))  # fmt: skip
 
