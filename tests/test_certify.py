@@ -429,3 +429,36 @@ def test_duplicate_atoms_singular_gram_not_nested(problem):
         cert.shrinkage_norm, ref_masked.shrinkage_norm, rtol=1e-9, atol=1e-12
     )
     assert float(ref.objective) <= float(ref_masked.objective)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_optimal_codes_given_equal_solved_and_keep_the_gap_interval(problem, streamed):
+    """``diagnose`` solves the optimal codes once and passes them (``optimal_codes``, and
+    as solved codes with ``amortise=False``): the certificates equal ``certify``'s own
+    solves; codes that are not optimal still give an interval that holds the exact gap."""
+    X, early, _ = problem
+    Zopt = jaxsae.sparse_code(early, X, LAM).codes
+    Zs = jnp.maximum(Zopt + 0.02 * jnp.cos(jnp.arange(N * K, dtype=X.dtype)).reshape(N, K), 0)
+    Zbad = jnp.maximum(Zopt + 0.005 * jnp.sin(jnp.arange(N * K, dtype=X.dtype)).reshape(N, K), 0)
+
+    def place(A):
+        return [np.asarray(A[i : i + 150]) for i in range(0, N, 150)] if streamed else A
+
+    def cert(**kw):
+        kw = {k: v if isinstance(v, bool) else place(v) for k, v in kw.items()}
+        return jaxsae.certify(early, place(X), LAM, chunk_size=150, **kw)
+
+    pairs = [(cert(codes=Zs, optimal_codes=Zopt), cert(codes=Zs)),
+             (cert(codes=Zopt, amortise=False), cert())]  # fmt: skip
+    for out, ref in pairs:
+        assert out.codes_given == ref.codes_given and out.verdict == ref.verdict
+        for a, b in zip(jax.tree.leaves(out), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-14)
+    exact = jaxsae.objective(early, X, Zs, LAM) - jaxsae.objective(early, X, Zopt, LAM)
+    loose = cert(codes=Zs, optimal_codes=Zbad)
+    lo, err = float(loose.amortisation_gap), float(loose.amortisation_gap_error)
+    assert err > 1e-6 and lo <= float(exact) - 1e-7 and float(exact) <= lo + err
+    with pytest.raises(ValueError, match="together with codes"):
+        cert(optimal_codes=Zopt)
+    with pytest.raises(ValueError, match="optimal_codes must have shape"):
+        jaxsae.certify(early, X, LAM, codes=Zs, optimal_codes=Zopt[:, :3])

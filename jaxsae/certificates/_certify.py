@@ -30,6 +30,7 @@ def certify(
     second_order: bool = False,
     support_cap: int | None = None,
     amortise: bool = True,
+    optimal_codes: Real[ArrayLike, "N K"] | Chunks | None = None,
     mesh=None,
     progress: bool = False,
 ) -> Certificate:
@@ -66,6 +67,10 @@ def certify(
             counted in ``n_overflow`` and use their ``support_cap`` largest codes.
         amortise: with ``codes``, also solve the optimal codes and report the
             amortisation gap (default); False judges ``codes`` as the solved codes.
+        optimal_codes: with ``codes``, optimal codes solved already (e.g.
+            ``sparse_code(D, X, lam).codes``), used for the amortisation gap instead of
+            solving them again. The gap's error bar is their own duality gap, so the
+            interval stays a proved one whatever they are.
         mesh: streamed data only: a 1-d ``"data"`` mesh to shard chunks over
             (default: all devices when there are several; ``False``: one device).
         progress: streamed data only: a progress bar.
@@ -93,9 +98,18 @@ def certify(
     resident = how.resident
     if resident:
         X = check_data(X, dictionary.n_features, dt)
-        if codes is not None:
-            codes = as_float_array(codes, "codes").astype(dt)
+        codes, optimal_codes = (
+            None if a is None else as_float_array(a, name).astype(dt)
+            for a, name in ((codes, "codes"), (optimal_codes, "optimal_codes"))
+        )
     _check_codes(X, codes, K)
+    if optimal_codes is not None:
+        if codes is None or not amortise:
+            raise ValueError(
+                "optimal_codes are the reference of the amortisation gap of given codes: pass "
+                "them together with codes=... (and amortise=True)."
+            )
+        _check_codes(X, optimal_codes, K, "optimal_codes")
     if second_order and not resident and any(isinstance(a, Iterator) for a in (X, codes)):
         raise ValueError(
             "certify(..., second_order=True) reads the data several times, so it cannot take a "
@@ -103,11 +117,15 @@ def certify(
             "second_order separately, each with a fresh iterator)."
         )
     given = codes is not None and amortise
-    if second_order and codes is None and resident:  # one solve serves both certificates
-        codes = sparse_code(dictionary, X, lam, chunk_size=chunk_size).codes
+    if resident:  # solved by sparse_code's own program, shared with every other caller
+        solve = lambda: sparse_code(dictionary, X, lam, chunk_size=how.chunk_size).codes  # noqa: E731
+        if codes is None:
+            codes = solve()
+        elif given and optimal_codes is None:
+            optimal_codes = solve()
     cert = first_order_pass(
         dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(antipodal_cos, dt),
-        min(cap, K), given, how,
+        min(cap, K), given, how, optimal_codes,
     )  # fmt: skip
     if second_order:
         so = run_second_order(
@@ -119,13 +137,13 @@ def certify(
     return cert
 
 
-def _check_codes(X, codes, K: int) -> None:
+def _check_codes(X, codes, K: int, name: str = "codes") -> None:
     if codes is None:
         return
     n_rows = _shape(X)[0]
     if n_rows is None or _shape(codes) != (n_rows, K):
         raise ValueError(
-            f"codes must have shape (N, K) = ({n_rows if n_rows is not None else 'N'}, {K}), "
+            f"{name} must have shape (N, K) = ({n_rows if n_rows is not None else 'N'}, {K}), "
             f"got {_shape(codes)}. Rows are points, columns atoms (SAE feature activations); "
             "stream codes only together with an array, memmap or list of chunks X."
         )

@@ -202,29 +202,41 @@ def _acc_dtype(dtype):
 def _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_given: bool):
     """One chunk's statistics (THEORY §1–§3, §6) for :class:`jaxsae._streaming.Pass`.
 
-    ``chunks`` is ``(Xc,)``: the codes are solved here; or ``(Xc, Zc)``: with
-    ``codes_given`` the codes to judge (an SAE's), compared with solved ones
-    (amortisation gap), otherwise already-solved codes used as they are. ``w``
-    zeroes padded rows; ``start`` is the chunk's first row."""
-    Xc = chunks[0]
-    atoms, mask = dictionary.atoms, dictionary.mask
-    K, d = atoms.shape
+    ``chunks`` is ``(Xc,)``: the codes are solved here; ``(Xc, Zc)``: codes used as
+    they are, or with ``codes_given`` the codes to judge (an SAE's), compared with
+    optimal codes solved here (amortisation gap); or ``(Xc, Zc, Oc)``: codes judged
+    against the optimal codes ``Oc`` solved before the pass. ``w`` zeroes padded rows;
+    ``start`` is the chunk's first row."""
+    Xc, mask = chunks[0], dictionary.mask
     Yc = Xc - dictionary.bias
-    opt_gap = jnp.zeros(Xc.shape[:1], Xc.dtype)
     if len(chunks) == 1:
         Zc = sparse_code(dictionary, Xc, lam).codes
     else:
         Zc = jnp.where(mask, chunks[1], 0)
-    if codes_given:
-        opt = sparse_code(dictionary, Xc, lam).codes  # cold start: SAE codes can be far off
-        opt_kkt = kkt_from_parts(opt, (Yc - opt @ atoms) @ atoms.T, Yc - opt @ atoms, lam, mask)
-        opt_obj, opt_gap = opt_kkt.primal, opt_kkt.gap * w
+    reference = None
+    if codes_given:  # cold start: SAE codes can be far off
+        opt = chunks[2] if len(chunks) == 3 else sparse_code(dictionary, Xc, lam).codes
+        opt = jnp.where(mask, opt, 0)
+        R = Yc - opt @ dictionary.atoms
+        opt_kkt = kkt_from_parts(opt, R @ dictionary.atoms.T, R, lam, mask)
+        reference = (opt_kkt.primal, opt_kkt.gap * w)
+    return _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap, reference)
+
+
+def _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap: int, reference=None):
+    """The statistics of codes ``Zc`` of the centred chunk ``Yc``; ``reference`` is the
+    per-point objective and duality gap of optimal codes (for the amortisation gap)."""
+    atoms, mask = dictionary.atoms, dictionary.mask
+    K = atoms.shape[0]
     Zc = Zc * w[:, None]
     Rc = (Yc - Zc @ atoms) * w[:, None]
     Gc = Rc @ atoms.T
     kkt = kkt_from_parts(Zc, Gc, Rc, lam, mask)
     obj = kkt.primal
-    amort = (obj - opt_obj) * w if codes_given else jnp.zeros_like(obj)
+    if reference is None:
+        amort, opt_gap = jnp.zeros_like(obj), jnp.zeros_like(obj)
+    else:
+        amort, opt_gap = (obj - reference[0]) * w, reference[1]
     active = (Zc > 0) & mask
     A = active.astype(acc)
     Zw = jnp.where(mask, Zc, 0).astype(acc)
@@ -277,13 +289,15 @@ def _combine(a, b):
 
 
 def first_order_pass(dictionary, X, lam, codes, tol, antipodal_cos, cap: int, codes_given: bool,
-                     how: Pass) -> Certificate:  # fmt: skip
+                     how: Pass, optimal=None) -> Certificate:  # fmt: skip
     """The certificate from one pass over ``X`` (and ``codes``, if any) placed by ``how``.
 
-    ``codes`` are judged (``codes_given``), used as solved, or None (solved per chunk)."""
-    data = (X,) if codes is None else (X, codes)
+    ``codes`` are judged (``codes_given``: against ``optimal`` codes, or ones solved per
+    chunk), used as solved, or None (solved per chunk)."""
+    data = (X,) if codes is None else (X, codes) if optimal is None else (X, codes, optimal)
     args = (dictionary, lam, tol, _acc_dtype(dictionary.dtype), cap, codes_given)
-    widths = (dictionary.n_features, dictionary.n_atoms)[: len(data)]
+    K = dictionary.n_atoms
+    widths = (dictionary.n_features, K, K)[: len(data)]
     return how.run_then(
         _chunk_stats, _combine, _assemble, data, args,
         (dictionary, lam, tol, antipodal_cos, codes_given, cap), dictionary.dtype, widths,

@@ -102,8 +102,7 @@ def diagnose(
     stages.update(1)
     codes = _codes_view(model, D, X, lam, how.resident)
     chunk = dict(chunk_size=chunk_size, progress=progress)
-    cert_sae = certify(D, X, lam, codes=codes, antipodal_cos=antipodal_cos, **chunk)
-    cert_F = certify(D, X, lam, antipodal_cos=antipodal_cos, **chunk) if is_sae else cert_sae
+    cert_sae, cert_F = _certificates(D, X, lam, codes, is_sae, how, antipodal_cos, chunk)
     stages.update(1)
     lat = latent_pass(D, X, codes, lam, how, top)
     ev = evaluate(model, X, lam=lam, chunk_size=chunk_size or DEFAULT_CHUNK, progress=progress,
@@ -215,6 +214,18 @@ class _OptimalCodes:
 
     def __getitem__(self, rows):
         return np.asarray(sparse_code(self.D, np.asarray(self.X[rows]), self.lam).codes)
+
+
+def _certificates(D, X, lam, codes, is_sae: bool, how, antipodal_cos, chunk):
+    """``(certificate of the model's codes, certificate of D with optimal codes)``; resident
+    data solves the optimal codes once for both (a dictionary's codes are they)."""
+    kw = dict(antipodal_cos=antipodal_cos, **chunk)
+    if not how.resident:
+        cert = certify(D, X, lam, codes=codes, **kw)
+        return cert, certify(D, X, lam, **kw) if is_sae else cert
+    opt = sparse_code(D, X, lam, chunk_size=how.chunk_size).codes if is_sae else codes
+    cert = certify(D, X, lam, codes=codes, optimal_codes=opt, **kw)
+    return cert, certify(D, X, lam, codes=opt, amortise=False, **kw) if is_sae else cert
 
 
 def _codes_view(model, D, X, lam, resident: bool):

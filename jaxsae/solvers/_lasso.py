@@ -152,9 +152,10 @@ def _sparse_code(dictionary, X, lam, init, tol, max_steps, cfg, chunk_size, mesh
 
 def _check_scale(X, dictionary) -> None:
     """Refuse data whose squared norms overflow the dtype: its gap cannot be represented."""
-    if not is_concrete(X):
+    if not (is_concrete(X) and is_concrete(dictionary.bias)):
         return
-    top = float(jnp.max(jnp.abs(X - dictionary.bias)))
+    with jax.ensure_compile_time_eval():  # values known under an outer jit: look at them
+        top = float(jnp.max(jnp.abs(X - dictionary.bias)))
     big = float(jnp.finfo(X.dtype).max)
     if top * top * X.shape[1] > big / 16:
         raise ValueError(
@@ -267,7 +268,7 @@ def sparse_code(
         tol,
         int(max_steps),
         cfg,
-        None if chunk_size is None else int(chunk_size),
+        None if chunk_size is None or chunk_size >= N else int(chunk_size),  # one program
         mesh,
         path,
     )
