@@ -435,12 +435,16 @@ F_inf = float(jaxsae.wide_bound(Xs, 0.1))
 
 
 def best_learned(K):
-    """The best certified optimum from every K-subset of the distinct combination points."""
+    """The best certified optimum from every K-subset of the distinct combination points.
+
+    Every width is the M = 6 atoms with the unused ones masked (how ``sweep`` batches
+    widths), so all runs share one compiled learner."""
     pts = np.unique(Xs, axis=0)
-    best = np.inf
-    for subset in itertools.combinations(range(len(pts)), K):
-        init = jaxsae.Dictionary(pts[list(subset)])
-        D, h = jaxsae.learn_dictionary(Xs, K, 0.1, key=jax.random.key(0), init=init, progress=False)
+    M, best = len(pts), np.inf
+    for subset in itertools.combinations(range(M), K):
+        order = list(subset) + [i for i in range(M) if i not in subset]
+        init = jaxsae.Dictionary(pts[order], mask=np.arange(M) < K)
+        D, h = jaxsae.learn_dictionary(Xs, M, 0.1, key=jax.random.key(0), init=init, progress=False)
         if bool(h.converged):
             best = min(best, float(h.objective[-1]))
     return best

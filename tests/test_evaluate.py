@@ -192,6 +192,29 @@ def test_explicit_one_device_mesh_and_table(world, sae_ref):
     assert re.search(rf"dense latents \(> 0.5\) +{int(np.sum(rate > 0.5))}$", table)
 
 
+@pytest.mark.parametrize("kind", ["array", "list"])
+def test_dictionary_codes_given_are_read_not_solved(world, dict_ref, kind, tmp_path):
+    """``codes=`` (a dictionary's codes solved already, as ``diagnose`` passes them) gives
+    the metrics and gaps of those codes; codes that are not optimal show their own gap."""
+    X = world[0]
+    D, Z, gap, X_hat = dict_ref
+    Zk = np.asarray(Z)
+    ev = jaxsae.evaluate(D, _inputs(X, kind, tmp_path), lam=LAM, chunk_size=CHUNK,
+                         codes=_inputs(Zk, kind, tmp_path))  # fmt: skip
+    _check_metrics(ev, X, Z, X_hat, 1e-10)
+    np.testing.assert_allclose(
+        ev.objective, jaxsae.objective(D, jnp.asarray(X), Z, LAM), rtol=1e-12
+    )
+    np.testing.assert_allclose(ev.code_gap_max, jnp.max(gap), atol=1e-12)
+    worse = Zk * 1.1
+    ev = jaxsae.evaluate(D, X, lam=LAM, chunk_size=CHUNK, codes=worse)
+    dual = jaxsae.kkt_residual(D, jnp.asarray(X), jnp.asarray(worse), LAM).gap
+    np.testing.assert_allclose(ev.code_gap, jnp.mean(dual), rtol=1e-10)
+    assert float(ev.code_gap) > 1e-4
+    with pytest.raises(ValueError, match="codes= is for a Dictionary"):
+        jaxsae.evaluate(_sae(*world[1:]), X, lam=LAM, codes=Zk)
+
+
 def test_clear_errors(world, dict_ref, unchecked):
     X = world[0]
     sae, D = _sae(*world[1:]), dict_ref[0]

@@ -120,9 +120,9 @@ class _SAECodes(eqx.Module):
     sae: SAE
     folded: Dictionary | None
 
-    def codes(self, Xc, lam):
+    def codes(self, chunks, lam):
         """``(Z, Z in the folded dictionary's scale or None)``."""
-        Z = jax.vmap(self.sae.encode)(Xc)
+        Z = jax.vmap(self.sae.encode)(chunks[0])
         if self.folded is None:
             return Z, None
         return Z, jnp.where(self.folded.mask, Z * self.sae.decoder_norms(), 0)
@@ -132,12 +132,14 @@ class _SAECodes(eqx.Module):
 
 
 class _DictionaryCodes(eqx.Module):
-    """A dictionary's certified lasso codes at λ (``sparse_code``, §1)."""
+    """A dictionary's certified lasso codes at λ (``sparse_code``, §1): solved per chunk,
+    or read beside the data when ``chunks`` is ``(Xc, Zc)``."""
 
     folded: Dictionary
 
-    def codes(self, Xc, lam):
-        Z = jnp.where(self.folded.mask, sparse_code(self.folded, Xc, lam).codes, 0)
+    def codes(self, chunks, lam):
+        Z = chunks[1] if len(chunks) == 2 else sparse_code(self.folded, chunks[0], lam).codes
+        Z = jnp.where(self.folded.mask, Z, 0)
         return Z, Z
 
     def reconstruct(self, Z):
@@ -149,7 +151,7 @@ def _chunk(chunks, w, start, view, lam):
     """One chunk's centred moments, small sums and counts, and its number of points."""
     del start
     Xc, D = chunks[0], view.folded
-    Z, Zd = view.codes(Xc, lam)
+    Z, Zd = view.codes(chunks, lam)
     X_hat = view.reconstruct(Z)
     valid = w > 0
     E = Xc - X_hat
@@ -218,6 +220,7 @@ def evaluate(
     mesh=None,
     progress: bool = False,
     dense_threshold: float = 0.1,
+    codes=None,
 ) -> Evaluation:
     """All measurements of THEORY §7b over data that need not fit in memory.
 
@@ -241,6 +244,9 @@ def evaluate(
             there are several; ``False``: the default device only).
         progress: show a progress bar.
         dense_threshold: firing rate above which a latent counts as dense (§7b).
+        codes: a Dictionary only: its codes at ``lam`` solved already (e.g.
+            ``sparse_code(D, X, lam).codes``; same kinds as ``X``), read beside ``X``
+            instead of solved again. The gaps reported are those of these codes.
 
     Returns:
         An :class:`Evaluation` (its ``table()`` prints it).
@@ -264,8 +270,16 @@ def evaluate(
             f"X has shape {tuple(X.shape)} but the model has {d} features; pass data of "
             f"shape (N, {d}), one point per row."
         )
+    data, widths = (X,), (d,)
+    if codes is not None:
+        if not isinstance(view, _DictionaryCodes):
+            raise ValueError(
+                "codes= is for a Dictionary (its lasso codes solved already); an SAE's codes "
+                "come from its encoder: drop codes=."
+            )
+        data, widths = (X, codes), (d, model.n_atoms)
     how = Streamed(int(chunk_size), resolve_mesh(mesh), bool(progress), "evaluate")
-    (moments, small, n), _, _ = how.run(_chunk, _merge, (X,), (view, lam), dtype, (d,))
+    (moments, small, n), _, _ = how.run(_chunk, _merge, data, (view, lam), dtype, widths)
     small = _add_small(None, small)  # one chunk: not merged yet
     return _assemble(int(n), small, moments_float64(moments), dtype, lam, float(dense_threshold))
 

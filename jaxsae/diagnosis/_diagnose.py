@@ -100,13 +100,13 @@ def diagnose(
         Zs = sparse_code(D, Xs, lam).codes
         Gs = (Xs - D.bias - Zs @ D.atoms) @ D.atoms.T
     stages.update(1)
-    codes = _codes_view(model, D, X, lam, how.resident)
+    codes, opt = _codes_view(model, D, X, lam, how)
     chunk = dict(chunk_size=chunk_size, progress=progress)
-    cert_sae, cert_F = _certificates(D, X, lam, codes, is_sae, how, antipodal_cos, chunk)
+    cert_sae, cert_F = _certificates(D, X, lam, codes, opt, is_sae, antipodal_cos, chunk)
     stages.update(1)
-    lat = latent_pass(D, X, codes, lam, how, top)
+    lat = latent_pass(D, X, codes, lam, how, top, optimal=opt)
     ev = evaluate(model, X, lam=lam, chunk_size=chunk_size or DEFAULT_CHUNK, progress=progress,
-                  dense_threshold=dense_threshold)  # fmt: skip
+                  dense_threshold=dense_threshold, codes=None if is_sae else opt)  # fmt: skip
     stages.update(1)
     eff = effective_lam(Zs, Gs, D.mask)
     eff["lam_kkt"] = fitted_lam(Zs, Gs)
@@ -216,22 +216,27 @@ class _OptimalCodes:
         return np.asarray(sparse_code(self.D, np.asarray(self.X[rows]), self.lam).codes)
 
 
-def _certificates(D, X, lam, codes, is_sae: bool, how, antipodal_cos, chunk):
-    """``(certificate of the model's codes, certificate of D with optimal codes)``; resident
-    data solves the optimal codes once for both (a dictionary's codes are they)."""
+def _certificates(D, X, lam, codes, opt, is_sae: bool, antipodal_cos, chunk):
+    """``(certificate of the model's codes, certificate of D with optimal codes)``; ``opt``:
+    the optimal codes solved already (resident data), else solved in each pass."""
     kw = dict(antipodal_cos=antipodal_cos, **chunk)
-    if not how.resident:
+    if opt is None:
         cert = certify(D, X, lam, codes=codes, **kw)
         return cert, certify(D, X, lam, **kw) if is_sae else cert
-    opt = sparse_code(D, X, lam, chunk_size=how.chunk_size).codes if is_sae else codes
     cert = certify(D, X, lam, codes=codes, optimal_codes=opt, **kw)
     return cert, certify(D, X, lam, codes=opt, amortise=False, **kw) if is_sae else cert
 
 
-def _codes_view(model, D, X, lam, resident: bool):
-    if isinstance(model, SAE):
-        return sae_codes(model, X).astype(D.dtype) if resident else StreamedSAECodes(model, X)
-    return sparse_code(D, X, lam).codes if resident else _OptimalCodes(D, X, lam)
+def _codes_view(model, D, X, lam, how):
+    """``(the model's codes, the optimal codes)``: resident data solves the optimal codes once
+    for every pass (a dictionary's codes are they); streamed data reads row views of the
+    model's codes, and each pass solves the optimal ones per chunk (``None``)."""
+    if not how.resident:
+        return (
+            StreamedSAECodes(model, X) if isinstance(model, SAE) else _OptimalCodes(D, X, lam)
+        ), None
+    opt = sparse_code(D, X, lam, chunk_size=how.chunk_size).codes
+    return (sae_codes(model, X).astype(D.dtype) if isinstance(model, SAE) else opt), opt
 
 
 def _antipodal(D, Xs, lam, cert, antipodal_cos: float, N: int) -> dict:

@@ -1,8 +1,8 @@
 """Per-latent statistics of an SAE's codes against the optimal codes of its own decoder.
 
 One pass (``_streaming.Pass``: resident scan or streamed chunks) with the SAE's
-folded codes ``Z`` beside the data and the certified codes ``Z*`` solved per chunk
-(THEORY §1). Per latent ``k``:
+folded codes ``Z`` beside the data and the certified codes ``Z*`` (THEORY §1), solved per
+chunk or read beside them. Per latent ``k``:
 
 - ``sae_active``, ``opt_active``: points where ``z_kn > 0`` / ``z*_kn > 0``;
 - ``false_fire``: ``z_kn > 0`` where ``z*_kn = 0``; ``miss``: ``z_kn = 0`` where ``z*_kn > 0``;
@@ -29,11 +29,12 @@ _COUNTS = ("sae_active", "opt_active", "false_fire", "miss", "both")
 
 @eqx.filter_jit
 def _chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
-    Xc, Zc = chunks
+    Xc, Zc = chunks[:2]
     mask, atoms = dictionary.mask, dictionary.atoms
     valid = (w > 0)[:, None] & mask
     Z = jnp.where(valid, Zc, 0)
-    opt = jnp.where(valid, sparse_code(dictionary, Xc, lam).codes, 0)
+    opt = chunks[2] if len(chunks) == 3 else sparse_code(dictionary, Xc, lam).codes
+    opt = jnp.where(valid, opt, 0)
     on, on_opt = (Z > 0), (opt > 0)
     G = (Xc - dictionary.bias - Z @ atoms) @ atoms.T
     acc = jnp.dtype(jax.dtypes.canonicalize_dtype(jnp.float64))
@@ -63,12 +64,16 @@ def _combine(a, b):
     return jax.tree.map(jnp.add, sa, sb), best.T, jnp.take_along_axis(r.T, pick, axis=1).T
 
 
-def latent_pass(dictionary: Dictionary, X, codes, lam, how: Pass, top: int = 8) -> dict:
+def latent_pass(dictionary: Dictionary, X, codes, lam, how: Pass, top: int = 8,
+                optimal=None) -> dict:  # fmt: skip
     """The statistics above as NumPy arrays (``top_values`` / ``top_rows``: ``(top, K)``,
-    largest first; rows where a latent is silent have value 0)."""
-    widths = (dictionary.n_features, dictionary.n_atoms)
+    largest first; rows where a latent is silent have value 0). ``optimal``: the optimal
+    codes solved already, read beside the data (else solved per chunk)."""
+    data = (X, codes) if optimal is None else (X, codes, optimal)
+    K = dictionary.n_atoms
+    args = (dictionary, jnp.asarray(lam, dictionary.dtype), int(top))  # λ traced: one program
     (sums, values, rows), _, n = how.run(
-        _chunk, _combine, (X, codes), (dictionary, lam, int(top)), dictionary.dtype, widths
+        _chunk, _combine, data, args, dictionary.dtype, (dictionary.n_features, K, K)[: len(data)]
     )
     out = {k: np.asarray(v) for k, v in sums.items()}
     out["top_values"], out["top_rows"], out["n"] = np.asarray(values), np.asarray(rows), int(n)
