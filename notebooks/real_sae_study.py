@@ -486,7 +486,11 @@ control = []
 for P, C, profile in WORLDS:
     world = syn.free_composition(key=jax.random.key(0), n_parents=P, n_children=C, profile=profile)
     Xw, M = np.asarray(world.X), P * C
-    comp_w = jaxsae.Dictionary(world.features)
+    # the compositional dictionary, padded with masked atoms to the sweep's K_max = M so
+    # that it and every learned width are coded by one compiled program
+    comp_w = jaxsae.Dictionary(
+        np.resize(world.features, (M, Xw.shape[1])), mask=np.arange(M) < P + C
+    )
     F_c = float(jaxsae.objective(comp_w, Xw, jaxsae.sparse_code(comp_w, Xw, LAM).codes, LAM))
     widths_w = (
         list(range(P + C, M + 1))
@@ -501,7 +505,7 @@ for P, C, profile in WORLDS:
         best = min(idx, key=lambda i: float(sw_w.objective[i]))
         control.append({"P": P, "C": C, "profile": profile, "M": M, "K": K, "K_over_M": K / M,
                         "F_best": float(sw_w.objective[best]), "F_compositional": F_c,
-                        "absorption_rate": absorption_of(sw_w.dictionary(best), world)})  # fmt: skip
+                        "absorption_rate": absorption_of(sw_w.dictionary(best, padded=True), world)})  # fmt: skip
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for P, C, profile in WORLDS:
     sel = [c for c in control if (c["P"], c["C"], c["profile"]) == (P, C, profile)]

@@ -63,6 +63,13 @@ def test_sweep_equals_loop_of_runs(swept):
         assert abs(r["explained_variance"] - ev) < 1e-8
         assert abs(r["l0"] - (Z > 0).sum(1).mean()) < 1e-12
         assert r["dead"] == int(np.sum(Z.sum(0) == 0))
+    # The padded view codes like the run's own width: its masked atoms stay silent.
+    P = res.dictionary(1, padded=True)
+    assert P.n_atoms == max(WIDTHS) and int(np.sum(np.asarray(P.mask))) == res.rows()[1]["width"]
+    Zp = np.asarray(jaxsae.sparse_code(P, jnp.asarray(X), LAMS[1]).codes)
+    Zw = np.asarray(jaxsae.sparse_code(res.dictionary(1), jnp.asarray(X), LAMS[1]).codes)
+    np.testing.assert_allclose(Zp[:, : Zw.shape[1]], Zw, atol=1e-9)
+    assert not Zp[:, Zw.shape[1] :].any()
     # Wider is better at each λ (the sweep is not a copy of one run).
     obj = np.asarray(res.objective)
     assert obj[2] < obj[0] and obj[3] < obj[1]

@@ -77,8 +77,12 @@ class SweepResult(eqx.Module):
         cols = {c: np.asarray(getattr(self, c)).tolist() for c in COLUMNS}
         return [{c: cols[c][i] for c in COLUMNS} for i in range(len(self))]
 
-    def dictionary(self, i: int) -> Dictionary:
-        """Run ``i`` as a ``Dictionary`` of its own width (masked padding dropped)."""
+    def dictionary(self, i: int, *, padded: bool = False) -> Dictionary:
+        """Run ``i`` as a ``Dictionary`` of its own width (masked padding dropped); with
+        ``padded``, all ``K_max`` atoms and the run's mask, so every run has one shape
+        (coded, certified or evaluated by the programs one width compiled)."""
+        if padded:
+            return Dictionary(self.atoms[i], self.bias[i], self.mask[i], free_bias=self.free_bias)
         w = int(self.width[i])
         return Dictionary(self.atoms[i, :w], self.bias[i], free_bias=self.free_bias)
 
