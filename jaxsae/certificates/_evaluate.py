@@ -132,14 +132,13 @@ class _SAECodes(eqx.Module):
 
 
 class _DictionaryCodes(eqx.Module):
-    """A dictionary's certified lasso codes at λ (``sparse_code``, §1): solved per chunk,
-    or read beside the data when ``chunks`` is ``(Xc, Zc)``."""
+    """A dictionary's certified lasso codes at λ (``sparse_code``, §1), read beside the data
+    (``chunks`` is ``(Xc, Zc)``: given, or solved per chunk by ``_solved_then_chunk``)."""
 
     folded: Dictionary
 
     def codes(self, chunks, lam):
-        Z = chunks[1] if len(chunks) == 2 else sparse_code(self.folded, chunks[0], lam).codes
-        Z = jnp.where(self.folded.mask, Z, 0)
+        Z = jnp.where(self.folded.mask, chunks[1], 0)
         return Z, Z
 
     def reconstruct(self, Z):
@@ -171,6 +170,12 @@ def _chunk(chunks, w, start, view, lam):
         small["gap"] = w @ gap
         small["gap_max"] = jnp.max(jnp.where(valid, gap, -jnp.inf))
     return (chunk_moments(Xc, E, w), small, jnp.sum(valid, dtype=jnp.int32)), ()
+
+
+def _solved_then_chunk(chunks, w, start, view, lam):
+    """:func:`_chunk` of a dictionary, its codes solved first by ``sparse_code``'s own program
+    (shared with every other pass over chunks of this shape)."""
+    return _chunk((*chunks, sparse_code(view.folded, chunks[0], lam).codes), w, start, view, lam)
 
 
 def _merge(a, b):
@@ -278,8 +283,9 @@ def evaluate(
                 "come from its encoder: drop codes=."
             )
         data, widths = (X, codes), (d, model.n_atoms)
+    fn = _solved_then_chunk if isinstance(view, _DictionaryCodes) and codes is None else _chunk
     how = Streamed(int(chunk_size), resolve_mesh(mesh), bool(progress), "evaluate")
-    (moments, small, n), _, _ = how.run(_chunk, _merge, data, (view, lam), dtype, widths)
+    (moments, small, n), _, _ = how.run(fn, _merge, data, (view, lam), dtype, widths)
     small = _add_small(None, small)  # one chunk: not merged yet
     return _assemble(int(n), small, moments_float64(moments), dtype, lam, float(dense_threshold))
 

@@ -202,25 +202,28 @@ def _acc_dtype(dtype):
 def _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_given: bool):
     """One chunk's statistics (THEORY §1–§3, §6) for :class:`jaxsae._streaming.Pass`.
 
-    ``chunks`` is ``(Xc,)``: the codes are solved here; ``(Xc, Zc)``: codes used as
-    they are, or with ``codes_given`` the codes to judge (an SAE's), compared with
-    optimal codes solved here (amortisation gap); or ``(Xc, Zc, Oc)``: codes judged
-    against the optimal codes ``Oc`` solved before the pass. ``w`` zeroes padded rows;
-    ``start`` is the chunk's first row."""
+    ``chunks`` is ``(Xc, Zc)``: solved codes used as they are; or, with ``codes_given``,
+    ``(Xc, Zc, Oc)``: the codes to judge (an SAE's) and optimal codes to compare them with
+    (amortisation gap). ``w`` zeroes padded rows; ``start`` is the chunk's first row."""
     Xc, mask = chunks[0], dictionary.mask
     Yc = Xc - dictionary.bias
-    if len(chunks) == 1:
-        Zc = sparse_code(dictionary, Xc, lam).codes
-    else:
-        Zc = jnp.where(mask, chunks[1], 0)
+    Zc = jnp.where(mask, chunks[1], 0)
     reference = None
-    if codes_given:  # cold start: SAE codes can be far off
-        opt = chunks[2] if len(chunks) == 3 else sparse_code(dictionary, Xc, lam).codes
-        opt = jnp.where(mask, opt, 0)
+    if codes_given:
+        opt = jnp.where(mask, chunks[2], 0)
         R = Yc - opt @ dictionary.atoms
         opt_kkt = kkt_from_parts(opt, R @ dictionary.atoms.T, R, lam, mask)
         reference = (opt_kkt.primal, opt_kkt.gap * w)
     return _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap, reference)
+
+
+def _solved_then_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_given: bool):
+    """:func:`_chunk_stats` of a chunk whose missing codes (the solved ones, or the optimal
+    ones to judge given codes against) are solved first, by ``sparse_code``'s own program
+    on streamed chunks (one compilation per chunk shape, shared by every pass that codes
+    this dictionary), so the statistics program holds no solver."""
+    chunks = (*chunks, sparse_code(dictionary, chunks[0], lam).codes)
+    return _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap, codes_given)
 
 
 def _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap: int, reference=None):
@@ -293,13 +296,14 @@ def first_order_pass(dictionary, X, lam, codes, tol, antipodal_cos, cap: int, co
     """The certificate from one pass over ``X`` (and ``codes``, if any) placed by ``how``.
 
     ``codes`` are judged (``codes_given``: against ``optimal`` codes, or ones solved per
-    chunk), used as solved, or None (solved per chunk)."""
+    chunk), used as solved, or None (solved per chunk, then used)."""
     data = (X,) if codes is None else (X, codes) if optimal is None else (X, codes, optimal)
     args = (dictionary, lam, tol, _acc_dtype(dictionary.dtype), cap, codes_given)
     K = dictionary.n_atoms
     widths = (dictionary.n_features, K, K)[: len(data)]
+    complete = codes is not None and (optimal is not None or not codes_given)
     return how.run_then(
-        _chunk_stats, _combine, _assemble, data, args,
+        _chunk_stats if complete else _solved_then_stats, _combine, _assemble, data, args,
         (dictionary, lam, tol, antipodal_cos, codes_given, cap), dictionary.dtype, widths,
     )  # fmt: skip
 

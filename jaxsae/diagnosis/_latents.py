@@ -29,11 +29,10 @@ _COUNTS = ("sae_active", "opt_active", "false_fire", "miss", "both")
 
 @eqx.filter_jit
 def _chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
-    Xc, Zc = chunks[:2]
+    Xc, Zc, opt = chunks
     mask, atoms = dictionary.mask, dictionary.atoms
     valid = (w > 0)[:, None] & mask
     Z = jnp.where(valid, Zc, 0)
-    opt = chunks[2] if len(chunks) == 3 else sparse_code(dictionary, Xc, lam).codes
     opt = jnp.where(valid, opt, 0)
     on, on_opt = (Z > 0), (opt > 0)
     G = (Xc - dictionary.bias - Z @ atoms) @ atoms.T
@@ -55,6 +54,13 @@ def _chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
     return (sums, values.T, (rows.T + start).astype(jnp.int32)), ()
 
 
+def _solved_then_chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
+    """:func:`_chunk` of a chunk whose optimal codes are solved first, by ``sparse_code``'s
+    own program on streamed chunks (shared with every other pass over chunks of this shape)."""
+    opt = sparse_code(dictionary, chunks[0], lam).codes
+    return _chunk((*chunks, opt), w, start, dictionary, lam, top)
+
+
 @eqx.filter_jit
 def _combine(a, b):
     """Sums add; the top codes of two chunks merge into the top of their union."""
@@ -72,8 +78,9 @@ def latent_pass(dictionary: Dictionary, X, codes, lam, how: Pass, top: int = 8,
     data = (X, codes) if optimal is None else (X, codes, optimal)
     K = dictionary.n_atoms
     args = (dictionary, jnp.asarray(lam, dictionary.dtype), int(top))  # λ traced: one program
+    fn = _chunk if optimal is not None else _solved_then_chunk
     (sums, values, rows), _, n = how.run(
-        _chunk, _combine, data, args, dictionary.dtype, (dictionary.n_features, K, K)[: len(data)]
+        fn, _combine, data, args, dictionary.dtype, (dictionary.n_features, K, K)[: len(data)]
     )
     out = {k: np.asarray(v) for k, v in sums.items()}
     out["top_values"], out["top_rows"], out["n"] = np.asarray(values), np.asarray(rows), int(n)
