@@ -7,6 +7,7 @@ a :class:`LearnerConfig`, start from :func:`initial_point` and end in :func:`fin
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import equinox as eqx
 import jax
@@ -77,11 +78,13 @@ def data_init(X, n_atoms: int, *, key, bias=None):
     return unit_rows(Y[init_rows(key, Y.shape[0], n_atoms)], Y.shape[0], key=key)
 
 
+@functools.partial(jax.jit, static_argnames=("n_points", "n_atoms"))  # one program, not ten ops
 def init_rows(key, n_points: int, n_atoms: int):
     """Which points become the initial atoms: a prefix of one random permutation."""
     return jnp.resize(jax.random.permutation(key, n_points), (n_atoms,))
 
 
+@functools.partial(jax.jit, static_argnames=("n_points",))
 def unit_rows(rows, n_points: int, *, key):
     """The chosen (centred) points as unit atoms: repeats beyond ``n_points`` jittered,
     zero rows replaced by ``e_0``."""
