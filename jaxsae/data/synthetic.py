@@ -192,6 +192,15 @@ def hierarchy(
             f"hierarchy needs (1 + n_children) · n_parents = {F} orthonormal features but dim = {dim}. "
             "Raise dim or use fewer parents/children."
         )
+    return _hierarchy(key, n_points, dim, n_parents, n_children, p_parent, p_alone, alpha, beta,
+                      jitter, noise, dtype)  # fmt: skip
+
+
+@eqx.filter_jit  # one program, not thirty eagerly compiled operations
+def _hierarchy(key, n_points, dim, n_parents, n_children, p_parent, p_alone, alpha, beta, jitter,
+               noise, dtype) -> World:  # fmt: skip
+    per = 1 + n_children
+    F = per * n_parents
     kd, kp, ka, kc, kj, kn = jax.random.split(key, 6)
     features = _directions(kd, F, dim, dtype)
     on = jax.random.uniform(kp, (n_points, n_parents), dtype) < p_parent
