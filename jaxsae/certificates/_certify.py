@@ -36,8 +36,9 @@ def certify(
 ) -> Certificate:
     """First-order certificate of a dictionary (THEORY §1–§3, §6, §8).
 
-    Codes are solved with ``sparse_code`` (inside each chunk) unless ``codes``
-    are given, e.g. from an SAE encoder; then the certificate judges those
+    Codes are solved with ``sparse_code`` (an array's before the pass, ``chunk_size``
+    rows at a time, by the coder's own compiled program; streamed data's chunk by
+    chunk) unless ``codes`` are given, e.g. from an SAE encoder; then the certificate judges those
     codes and also reports the amortisation gap ``L(D, Z) − L(D, Z*)`` (§1).
     It measures the duality gap and KKT residuals of the codes, per atom the
     Riemannian gradient and the alignment error of (A), the bias gradient, the
@@ -117,12 +118,10 @@ def certify(
             "second_order separately, each with a fresh iterator)."
         )
     given = codes is not None and amortise
-    if resident:  # solved by sparse_code's own program, shared with every other caller
-        solve = lambda: sparse_code(dictionary, X, lam, chunk_size=how.chunk_size).codes  # noqa: E731
-        if codes is None:
-            codes = solve()
-        elif given and optimal_codes is None:
-            optimal_codes = solve()
+    if resident and (codes is None or (given and optimal_codes is None)):
+        # solved by sparse_code's own program, shared with every other caller
+        solved = sparse_code(dictionary, X, lam, chunk_size=how.chunk_size).codes
+        codes, optimal_codes = (solved, None) if codes is None else (codes, solved)
     cert = first_order_pass(
         dictionary, X, lam, codes, jnp.asarray(tol, dt), jnp.asarray(antipodal_cos, dt),
         min(cap, K), given, how, optimal_codes,
