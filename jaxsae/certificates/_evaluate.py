@@ -28,7 +28,7 @@ from ..models._dictionary import Dictionary
 from ..models._sae import SAE
 from ..models._sae_dictionary import sae_dictionary
 from ..solvers._kkt import point_gap
-from ..solvers._lasso import sparse_code
+from ..solvers._lasso import codes_first
 from ._moments import chunk_moments, merge_moments, moments_float64, r2_from_moments
 
 
@@ -172,10 +172,7 @@ def _chunk(chunks, w, start, view, lam):
     return (chunk_moments(Xc, E, w), small, jnp.sum(valid, dtype=jnp.int32)), ()
 
 
-def _solved_then_chunk(chunks, w, start, view, lam):
-    """:func:`_chunk` of a dictionary, its codes solved first by ``sparse_code``'s own program
-    (shared with every other pass over chunks of this shape)."""
-    return _chunk((*chunks, sparse_code(view.folded, chunks[0], lam).codes), w, start, view, lam)
+_solved_then_chunk = codes_first(_chunk, lambda view: view.folded)  # a dictionary's codes
 
 
 def _merge(a, b):

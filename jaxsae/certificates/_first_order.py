@@ -28,7 +28,7 @@ from .._streaming import Pass
 from ..models._dictionary import Dictionary
 from ..models._objective import atom_first_order
 from ..solvers._kkt import kkt_from_parts
-from ..solvers._lasso import sparse_code
+from ..solvers._lasso import codes_first
 from ._report import certificate_summary, certificate_table, certificate_verdict
 from ._shrinkage import shrinkage_component
 from ._stationarity import Stationarity, degenerate_pairs
@@ -217,13 +217,7 @@ def _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_gi
     return _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap, reference)
 
 
-def _solved_then_stats(chunks, w, start, dictionary, lam, tol, acc, cap: int, codes_given: bool):
-    """:func:`_chunk_stats` of a chunk whose missing codes (the solved ones, or the optimal
-    ones to judge given codes against) are solved first, by ``sparse_code``'s own program
-    on streamed chunks (one compilation per chunk shape, shared by every pass that codes
-    this dictionary), so the statistics program holds no solver."""
-    chunks = (*chunks, sparse_code(dictionary, chunks[0], lam).codes)
-    return _chunk_stats(chunks, w, start, dictionary, lam, tol, acc, cap, codes_given)
+_solved_then_stats = codes_first(_chunk_stats)  # a chunk whose codes are missing
 
 
 def _code_stats(Zc, Yc, w, start, dictionary, lam, tol, acc, cap: int, reference=None):

@@ -96,11 +96,11 @@ def diagnose(
     stages = tqdm(total=6 if nearest else 4, desc="diagnose", unit="stage", disable=not progress)
     rows, Xs, Zs, Gs = _sample(model, D, X, lam, sample_size, key)
     lam, lam_source = _choose_lam(lam, lam_source, model, Zs, Gs, is_sae, len(rows), N)
-    if not is_sae:  # a dictionary's codes are its optimal codes
-        Zs = sparse_code(D, Xs, lam).codes
+    codes, opt = _codes_view(model, D, X, lam, how)
+    if not is_sae:  # a dictionary's codes are its optimal codes (the sample may be all rows)
+        Zs = opt if opt is not None and len(rows) == N else sparse_code(D, Xs, lam).codes
         Gs = (Xs - D.bias - Zs @ D.atoms) @ D.atoms.T
     stages.update(1)
-    codes, opt = _codes_view(model, D, X, lam, how)
     chunk = dict(chunk_size=chunk_size, progress=progress)
     cert_sae, cert_F = _certificates(D, X, lam, codes, opt, is_sae, antipodal_cos, chunk)
     stages.update(1)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .._streaming import Pass
 from ..models._dictionary import Dictionary
-from ..solvers._lasso import sparse_code
+from ..solvers._lasso import codes_first
 
 _COUNTS = ("sae_active", "opt_active", "false_fire", "miss", "both")
 
@@ -54,11 +54,7 @@ def _chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
     return (sums, values.T, (rows.T + start).astype(jnp.int32)), ()
 
 
-def _solved_then_chunk(chunks, w, start, dictionary: Dictionary, lam, top: int):
-    """:func:`_chunk` of a chunk whose optimal codes are solved first, by ``sparse_code``'s
-    own program on streamed chunks (shared with every other pass over chunks of this shape)."""
-    opt = sparse_code(dictionary, chunks[0], lam).codes
-    return _chunk((*chunks, opt), w, start, dictionary, lam, top)
+_solved_then_chunk = codes_first(_chunk)  # the optimal codes solved first
 
 
 @eqx.filter_jit

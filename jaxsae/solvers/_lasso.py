@@ -277,3 +277,19 @@ def sparse_code(
             lambda s: s.codes, sol, sol.result.error_if(sol.codes, sol.result != RESULTS.successful)
         )
     return sol
+
+
+def codes_first(fn, dictionary_of=None):
+    """The chunk statistic ``fn`` of a ``jaxsae._streaming.Pass`` (arguments ``(chunks, w,
+    start, first, lam, ...)``) with the chunk's lasso codes appended to ``chunks`` first.
+
+    The codes are solved by ``sparse_code``'s own program (on streamed chunks: one
+    compilation per chunk shape, shared by every pass that codes this dictionary), so
+    ``fn``'s program holds no solver. The dictionary is ``first``, or
+    ``dictionary_of(first)``. Build it once, at import: a resident pass compiles per ``fn``."""
+
+    def solved_then(chunks, w, start, first, lam, *rest):
+        D = first if dictionary_of is None else dictionary_of(first)
+        return fn((*chunks, sparse_code(D, chunks[0], lam).codes), w, start, first, lam, *rest)
+
+    return solved_then
